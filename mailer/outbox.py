@@ -1,0 +1,319 @@
+"""The outbox: an idempotent queue of messages, each row on its own.
+
+"Sending" a message means inserting a row here, keyed by its idempotency key; inserting the same
+key twice is a no-op.  A delivery pass claims one row at a time with a conditional UPDATE (the
+row must still be pending or retry), which marks it ``sending`` and commits before a byte of DATA
+goes out; the 250 reply marks it ``sent``.  A row found ``sending`` whose process is gone becomes
+``uncertain``: it may have been delivered, so it is reported and re-sent only by a person.
+
+Statements are SQLAlchemy Core on the ``outbox`` table for speed (one commit per state change).
+Every datetime is UTC-aware.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session
+
+from program.errors import NotFound, StateError
+from program.models import (
+    FAILED,
+    LATE,
+    OUTBOX_STATES,
+    PENDING,
+    RETRY,
+    SENDABLE,
+    SENDING,
+    SENT,
+    SUPPRESSED,
+    UNCERTAIN,
+    OutboxMessage,
+    Suppression,
+)
+
+OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
+SUPPRESSIONS = Suppression.__table__  # type: ignore[attr-defined]
+ERROR_LIMIT = 1000
+
+
+def _proc_start(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "0"
+
+
+def owner_id() -> str:
+    """Who is claiming rows: ``host:pid:start``; a dead owner's claims are uncertain."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_proc_start(pid)}"
+
+
+def owner_alive(owner: str) -> bool | None:
+    """True/False for an owner on this host; None when it ran elsewhere (we cannot tell)."""
+    try:
+        host, pid_text, start = owner.rsplit(":", 2)
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if host != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return _proc_start(pid) == start
+
+
+def enqueue(session: Session, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Insert rows whose ``key`` is new; returns how many were inserted.
+
+    Each row maps OutboxMessage column names to values (``created_at``/``updated_at`` included).
+    """
+    if not rows:
+        return 0
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        statement: Any = sqlite_insert(OUTBOX).on_conflict_do_nothing(index_elements=["key"])
+    elif dialect == "postgresql":
+        statement = pg_insert(OUTBOX).on_conflict_do_nothing(index_elements=["key"])
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        statement = insert(OUTBOX)
+    inserted = 0
+    for start in range(0, len(rows), 2000):
+        result = session.connection().execute(statement, list(rows[start : start + 2000]))
+        inserted += max(result.rowcount, 0)
+    return inserted
+
+
+def existing_keys(session: Session, prefix: str) -> set[str]:
+    """The keys already queued that start with ``prefix`` (so planning skips known rows cheaply)."""
+    query = select(OUTBOX.c.key).where(OUTBOX.c.key.startswith(prefix, autoescape=True))
+    return set(session.connection().execute(query).scalars())
+
+
+def due_ids(connection: Connection, now: datetime, limit: int, after: int = 0) -> list[int]:
+    """Ids of rows ready to send at ``now`` (oldest due first), skipping rows up to ``after``."""
+    ready = and_(
+        OUTBOX.c.status.in_(SENDABLE),
+        OUTBOX.c.due_at <= now,
+        or_(OUTBOX.c.next_attempt_at.is_(None), OUTBOX.c.next_attempt_at <= now),
+    )
+    query = select(OUTBOX.c.id).where(ready, OUTBOX.c.id > after).order_by(OUTBOX.c.id).limit(limit)
+    if connection.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return list(connection.execute(query).scalars())
+
+
+def claim(connection: Connection, row_id: int, owner: str, now: datetime) -> bool:
+    """Mark one sendable row ``sending`` for ``owner``; False if someone else got it first."""
+    result = connection.execute(
+        update(OUTBOX)
+        .where(OUTBOX.c.id == row_id, OUTBOX.c.status.in_(SENDABLE))
+        .values(
+            status=SENDING,
+            claimed_by=owner,
+            sending_at=now,
+            attempts=OUTBOX.c.attempts + 1,
+            updated_at=now,
+        )
+    )
+    return result.rowcount == 1
+
+
+def _set(connection: Connection, row_id: int, now: datetime, **values: Any) -> None:
+    if values.get("last_error"):
+        values["last_error"] = str(values["last_error"])[:ERROR_LIMIT]
+    connection.execute(update(OUTBOX).where(OUTBOX.c.id == row_id).values(updated_at=now, **values))
+
+
+def mark_sent(connection: Connection, row_id: int, now: datetime) -> None:
+    _set(connection, row_id, now, status=SENT, sent_at=now, last_error=None)
+
+
+def mark_uncertain(connection: Connection, row_id: int, now: datetime, reason: str) -> None:
+    _set(connection, row_id, now, status=UNCERTAIN, last_error=reason)
+
+
+def mark_failed(connection: Connection, row_id: int, now: datetime, reason: str) -> None:
+    _set(connection, row_id, now, status=FAILED, last_error=reason)
+
+
+def mark_status(connection: Connection, row_id: int, now: datetime, status: str, reason: str) -> None:
+    """Set a final status without sending (``suppressed``, ``late``)."""
+    _set(connection, row_id, now, status=status, last_error=reason)
+
+
+def release(connection: Connection, row_id: int, now: datetime) -> None:
+    """Undo a claim that sent nothing (the server was unreachable): the row is sendable again."""
+    _set(connection, row_id, now, status=PENDING, attempts=OUTBOX.c.attempts - 1, claimed_by=None)
+
+
+def backoff(attempts: int, base: timedelta, cap: timedelta, rng: random.Random) -> timedelta:
+    """Wait before attempt ``attempts + 1``: base × 2^(attempts-1), capped, ±25% jitter."""
+    exponent = min(max(attempts - 1, 0), 30)
+    delay = min(base * (2**exponent), cap)
+    return delay * rng.uniform(0.75, 1.25)
+
+
+def mark_retry(
+    connection: Connection,
+    row_id: int,
+    now: datetime,
+    reason: str,
+    *,
+    attempts: int,
+    max_attempts: int,
+    base: timedelta,
+    cap: timedelta,
+    rng: random.Random,
+) -> bool:
+    """Schedule another attempt, or fail the row when ``attempts`` reached the cap.
+
+    Returns True when a retry was scheduled.
+    """
+    if attempts >= max_attempts:
+        mark_failed(connection, row_id, now, f"gave up after {attempts} attempts: {reason}")
+        return False
+    when = now + backoff(attempts, base, cap, rng)
+    _set(connection, row_id, now, status=RETRY, next_attempt_at=when, last_error=reason)
+    return True
+
+
+def recover(
+    connection: Connection,
+    now: datetime,
+    lease: timedelta,
+    alive: Callable[[str], bool | None] = owner_alive,
+) -> int:
+    """Turn ``sending`` rows whose process is gone into ``uncertain``; returns how many.
+
+    On this host a dead pid is noticed at once; a row claimed on another host is given up on
+    after ``lease``.
+    """
+    rows = connection.execute(
+        select(OUTBOX.c.id, OUTBOX.c.claimed_by, OUTBOX.c.sending_at).where(OUTBOX.c.status == SENDING)
+    ).all()
+    count = 0
+    for row_id, owner, sending_at in rows:
+        state = alive(owner or "")
+        stale = sending_at is None or sending_at <= now - lease
+        if state is False or (state is None and stale):
+            mark_uncertain(
+                connection, row_id, now, f"the process sending it ({owner}) stopped before the server answered"
+            )
+            count += 1
+    return count
+
+
+def sent_since(connection: Connection, since: datetime) -> int:
+    """How many messages were sent after ``since`` (for the rate limits)."""
+    query = select(func.count()).select_from(OUTBOX).where(OUTBOX.c.status == SENT, OUTBOX.c.sent_at > since)
+    return int(connection.execute(query).scalar_one())
+
+
+def suppressed_addresses(connection: Connection) -> set[str]:
+    return set(connection.execute(select(SUPPRESSIONS.c.email)).scalars())
+
+
+def suppress(connection: Connection, email: str, reason: str, detail: str, now: datetime) -> None:
+    """Add ``email`` to the suppression list (kept if already there)."""
+    email = email.strip().lower()
+    exists = connection.execute(select(SUPPRESSIONS.c.id).where(SUPPRESSIONS.c.email == email)).first()
+    if exists is None:
+        connection.execute(
+            insert(SUPPRESSIONS).values(
+                email=email, reason=reason, detail=detail[:ERROR_LIMIT], created_at=now
+            )
+        )
+
+
+def counts(session: Session) -> dict[str, int]:
+    """Rows per status, every status present (zeros included)."""
+    query = select(OUTBOX.c.status, func.count()).group_by(OUTBOX.c.status)
+    found = dict(session.connection().execute(query).all())
+    return {state: int(found.get(state, 0)) for state in OUTBOX_STATES}
+
+
+def listing(session: Session, statuses: Iterable[str], limit: int = 1000) -> list[Any]:
+    """Rows in ``statuses``, most recently changed first."""
+    query = (
+        select(OUTBOX)
+        .where(OUTBOX.c.status.in_(list(statuses)))
+        .order_by(OUTBOX.c.updated_at.desc(), OUTBOX.c.id.desc())
+        .limit(limit)
+    )
+    return list(session.connection().execute(query).all())
+
+
+RETRYABLE_BY_HAND = (UNCERTAIN, FAILED, LATE, SUPPRESSED, RETRY)
+
+
+def retry_by_hand(session: Session, row_id: int, now: datetime) -> str:
+    """``rapport outbox retry ID``: make a row sendable now; returns its previous status.
+
+    A row still ``sending`` or already ``sent`` is refused: that would risk a second copy.
+    """
+    row = session.connection().execute(select(OUTBOX.c.status, OUTBOX.c.to_address).where(OUTBOX.c.id == row_id)).first()
+    if row is None:
+        raise NotFound(f"outbox row {row_id}: no such row")
+    status, address = row
+    if status not in RETRYABLE_BY_HAND:
+        raise StateError(f"outbox row {row_id} is {status}; only {', '.join(RETRYABLE_BY_HAND)} rows can be retried")
+    if status == SUPPRESSED and session.connection().execute(
+        select(SUPPRESSIONS.c.id).where(SUPPRESSIONS.c.email == address)
+    ).first():
+        raise StateError(
+            f"outbox row {row_id}: {address} is suppressed; remove the suppression first"
+        )
+    session.connection().execute(
+        update(OUTBOX)
+        .where(OUTBOX.c.id == row_id)
+        .values(status=PENDING, due_at=now, next_attempt_at=None, attempts=0, claimed_by=None, updated_at=now)
+    )
+    return str(status)
+
+
+__all__ = [
+    "FAILED",
+    "LATE",
+    "OUTBOX",
+    "PENDING",
+    "RETRY",
+    "SENT",
+    "SUPPRESSED",
+    "UNCERTAIN",
+    "backoff",
+    "claim",
+    "counts",
+    "due_ids",
+    "enqueue",
+    "listing",
+    "mark_failed",
+    "mark_retry",
+    "mark_sent",
+    "mark_status",
+    "mark_uncertain",
+    "owner_alive",
+    "owner_id",
+    "recover",
+    "release",
+    "retry_by_hand",
+    "sent_since",
+    "suppress",
+    "suppressed_addresses",
+]

@@ -1,0 +1,152 @@
+"""Planning: which topic emails are due at ``now``, written to the outbox once each.
+
+For every active round, every topic whose send date has come, and every active member of an
+active partnership in that round, one outbox row keyed ``topic/<round>/<order>/<participant id>``
+is due at ``schedule.topic_local_time`` on the send date in the participant's own zone.  Rows are
+planned when they fall due, so a participant's later change of zone or status still counts.  A
+row more than ``schedule.max_lateness`` late when first planned (the service was down) is written
+as ``late``: reported, not sent.  A suppressed address gets a ``suppressed`` row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from mailer import outbox
+from mailer.compose import message_id_for
+from program import calendar
+from program.models import (
+    LATE,
+    PENDING,
+    SUPPRESSED,
+    Membership,
+    Participant,
+    Partnership,
+    Round,
+    Topic,
+)
+from program.replykey import reply_key
+from program.settings import Settings
+
+# The earliest zone on Earth is UTC+14: no send date later than this many days ahead can be due.
+_AHEAD = timedelta(hours=14)
+
+
+@dataclass
+class PlanResult:
+    """What a planning pass found: rows written per status, and the rows already there."""
+
+    planned: int = 0
+    late: int = 0
+    suppressed: int = 0
+    already: int = 0
+    topics: list[str] = field(default_factory=list)
+
+    @property
+    def written(self) -> int:
+        return self.planned + self.late + self.suppressed
+
+
+def topic_key(round_name: str, seq: int, participant_id: int) -> str:
+    return f"topic/{round_name}/{seq}/{participant_id}"
+
+
+def _members(session: Session, round_id: int) -> list[tuple[int, int, str, str, str]]:
+    """(partnership id, participant id, email, zone, status) for active partnerships."""
+    query = (
+        select(
+            Membership.partnership_id,
+            Participant.id,
+            Participant.email,
+            Participant.timezone,
+            Participant.status,
+        )
+        .join(Participant, Participant.id == Membership.participant_id)  # type: ignore[arg-type]
+        .join(Partnership, Partnership.id == Membership.partnership_id)  # type: ignore[arg-type]
+        .where(Membership.round_id == round_id, Partnership.status == "active")
+        .order_by(Membership.partnership_id, Membership.position)
+    )
+    return [tuple(row) for row in session.connection().execute(query).all()]  # type: ignore[misc]
+
+
+def plan_topics(
+    session: Session,
+    *,
+    settings: Settings,
+    secret: bytes,
+    now: datetime,
+    dry_run: bool = False,
+) -> PlanResult:
+    """Write the topic rows due at ``now`` (UTC-aware); the caller owns the transaction."""
+    result = PlanResult()
+    local_time = settings.schedule.topic_local_time
+    lateness = settings.schedule.max_lateness
+    domain = settings.program.from_address.rsplit("@", 1)[1]
+    horizon: date = (now + _AHEAD).date()
+    suppressed = outbox.suppressed_addresses(session.connection())
+    rounds = session.exec(select(Round).where(Round.status == "active", Round.start <= horizon)).all()  # type: ignore[call-overload]
+    for (round_,) in rounds:
+        topics = session.exec(select(Topic).where(Topic.round_id == round_.id).order_by(Topic.seq)).all()  # type: ignore[call-overload]
+        due_topics = []
+        for (topic,) in topics:
+            day = calendar.topic_send_date(round_.start, round_.cadence_days, topic.seq, topic.send_on)
+            if day <= horizon:
+                due_topics.append((topic, day))
+        if not due_topics:
+            continue
+        members = _members(session, round_.id)
+        instants: dict[tuple[date, str], datetime] = {}
+        for topic, day in due_topics:
+            prefix = f"topic/{round_.name}/{topic.seq}/"
+            known = outbox.existing_keys(session, prefix)
+            rows = []
+            for partnership_id, participant_id, email, zone, status in members:
+                if status != "active":
+                    continue
+                key = prefix + str(participant_id)
+                if key in known:
+                    result.already += 1
+                    continue
+                due_at = instants.get((day, zone))
+                if due_at is None:
+                    due_at = instants[(day, zone)] = calendar.local_send_instant(day, local_time, zone)
+                if due_at > now:
+                    continue
+                state = PENDING
+                if email in suppressed:
+                    state, note = SUPPRESSED, f"{email} is on the suppression list"
+                    result.suppressed += 1
+                elif due_at + lateness < now:
+                    state, note = LATE, f"due {due_at:%Y-%m-%d %H:%M} UTC, more than {lateness} ago"
+                    result.late += 1
+                else:
+                    note = None
+                    result.planned += 1
+                rows.append(
+                    {
+                        "key": key,
+                        "kind": "topic",
+                        "round_id": round_.id,
+                        "topic_id": topic.id,
+                        "partnership_id": partnership_id,
+                        "participant_id": participant_id,
+                        "to_address": email,
+                        "reply_key": reply_key(secret, key),
+                        "message_id": message_id_for(key, domain),
+                        "status": state,
+                        "due_at": due_at,
+                        "attempts": 0,
+                        "last_error": note,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                )
+            if rows:
+                result.topics.append(f"{round_.name} #{topic.seq}")
+                if not dry_run:
+                    outbox.enqueue(session, rows)
+    return result

@@ -1,0 +1,155 @@
+"""The program's tables (SQLModel).  Every datetime is UTC-aware; dates are calendar dates.
+
+Schema changes go through an Alembic migration in program/migrations/versions; the test
+``test_migrations`` fails when these classes and the migrations disagree.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+# Outbox states.  "pending" and "retry" are waiting to be sent; "sending" is a row whose DATA may
+# be on the wire; "uncertain" is a "sending" row whose process died: it may or may not have been
+# delivered, so only a person re-sends it.  "late" missed schedule.max_lateness; "suppressed" was
+# addressed to a suppressed address.  "sent", "failed", "late", "suppressed" and "uncertain" are
+# final until someone runs `rapport outbox retry`.
+PENDING, SENDING, SENT, RETRY, FAILED, UNCERTAIN, SUPPRESSED, LATE = (
+    "pending", "sending", "sent", "retry", "failed", "uncertain", "suppressed", "late",
+)
+OUTBOX_STATES = (PENDING, SENDING, SENT, RETRY, FAILED, UNCERTAIN, SUPPRESSED, LATE)
+SENDABLE = (PENDING, RETRY)
+
+
+class Round(SQLModel, table=True):
+    """A matching round: topics go out every ``cadence_days`` from ``start``."""
+
+    __tablename__ = "round"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, max_length=100)
+    start: date
+    end: date | None = None
+    cadence_days: int = 14
+    status: str = Field(default="active", max_length=20)  # active | closed
+    created_at: datetime
+
+
+class Participant(SQLModel, table=True):
+    """A person in the network.  ``email`` is stored lower-cased and is the natural key."""
+
+    __tablename__ = "participant"
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(unique=True, max_length=320)
+    name: str = Field(max_length=200)
+    country: str = Field(max_length=2)  # ISO 3166-1 alpha-2
+    timezone: str = Field(max_length=64)  # IANA
+    language: str = Field(max_length=16)
+    career_stage: str = Field(default="", max_length=100)
+    sector: str = Field(default="", max_length=100)
+    interests: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    status: str = Field(default="active", max_length=20)  # active | paused | withdrawn
+    created_at: datetime
+    updated_at: datetime
+
+
+class Coordinator(SQLModel, table=True):
+    """A program coordinator (all partnerships) or country coordinator (their ``countries``)."""
+
+    __tablename__ = "coordinator"
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(unique=True, max_length=320)
+    name: str = Field(max_length=200)
+    role: str = Field(max_length=20)  # program | country
+    countries: str = Field(default="", max_length=1000)  # space-separated alpha-2 codes
+    timezone: str = Field(max_length=64)
+    created_at: datetime
+    updated_at: datetime
+
+
+class Partnership(SQLModel, table=True):
+    """A pair (or triad) of participants matched for one round."""
+
+    __tablename__ = "partnership"
+    id: int | None = Field(default=None, primary_key=True)
+    round_id: int = Field(foreign_key="round.id", index=True)
+    status: str = Field(default="active", max_length=20)  # active | dissolved | ended
+    created_at: datetime
+
+
+class Membership(SQLModel, table=True):
+    """A participant's place in a partnership; one partnership per participant and round."""
+
+    __tablename__ = "membership"
+    __table_args__ = (UniqueConstraint("round_id", "participant_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    partnership_id: int = Field(foreign_key="partnership.id", index=True)
+    participant_id: int = Field(foreign_key="participant.id", index=True)
+    round_id: int = Field(foreign_key="round.id")
+    position: int  # 0, 1 (and 2 in a triad): the order of member_a, member_b, member_c
+
+
+class Topic(SQLModel, table=True):
+    """A discussion topic of a round; its text per language lives in TopicText."""
+
+    __tablename__ = "topic"
+    __table_args__ = (UniqueConstraint("round_id", "seq"),)
+    id: int | None = Field(default=None, primary_key=True)
+    round_id: int = Field(foreign_key="round.id", index=True)
+    seq: int  # the front matter's `order`: topic 1, 2, ...
+    send_on: date | None = None
+    source: str = Field(max_length=255)  # file name it was imported from
+    created_at: datetime
+    updated_at: datetime
+
+
+class TopicText(SQLModel, table=True):
+    """A topic's title and Markdown body in one language."""
+
+    __tablename__ = "topic_text"
+    __table_args__ = (UniqueConstraint("topic_id", "language"),)
+    id: int | None = Field(default=None, primary_key=True)
+    topic_id: int = Field(foreign_key="topic.id", index=True)
+    language: str = Field(max_length=16)
+    title: str = Field(max_length=300)
+    body: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class OutboxMessage(SQLModel, table=True):
+    """One message to one address, identified by its idempotency ``key`` (see DESIGN.md)."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_sendable", "status", "due_at"), Index("ix_outbox_sent_at", "sent_at"))
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True, max_length=400)
+    kind: str = Field(max_length=20)  # topic | nudge | report
+    round_id: int | None = Field(default=None, foreign_key="round.id")
+    topic_id: int | None = Field(default=None, foreign_key="topic.id")
+    partnership_id: int | None = Field(default=None, foreign_key="partnership.id", index=True)
+    participant_id: int | None = Field(default=None, foreign_key="participant.id", index=True)
+    coordinator_id: int | None = Field(default=None, foreign_key="coordinator.id")
+    to_address: str = Field(max_length=320, index=True)
+    reply_key: str = Field(unique=True, max_length=40)
+    message_id: str = Field(max_length=300, index=True)
+    status: str = Field(default=PENDING, max_length=20)
+    due_at: datetime
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    claimed_by: str | None = Field(default=None, max_length=200)
+    sending_at: datetime | None = None
+    sent_at: datetime | None = None
+    last_error: str | None = Field(default=None, max_length=1000)
+    created_at: datetime
+    updated_at: datetime
+
+
+class Suppression(SQLModel, table=True):
+    """An address Rapport must not mail: a hard bounce, an unsubscribe, a 5xx, a withdrawal."""
+
+    __tablename__ = "suppression"
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(unique=True, max_length=320)
+    reason: str = Field(max_length=40)  # smtp_5xx | bounce | unsubscribe | manual
+    detail: str = Field(default="", max_length=1000)
+    created_at: datetime

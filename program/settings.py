@@ -1,0 +1,180 @@
+"""Every config.toml key, declared once with its type, default and help text.
+
+The loader (program/config.py) validates a file against these declarations, ``rapport init`` writes
+the commented example from them, and the README's reference is generated from them too, so the
+three cannot drift.  A key whose default is ``REQUIRED`` must be set in the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import time, timedelta
+from typing import Any
+
+REQUIRED: Any = object()
+
+
+def setting(default: Any, help: str, *, kind: str, example: Any = None, **extra: Any) -> Any:
+    """A dataclass field carrying what the loader and the example writer need to know.
+
+    ``kind`` names the parser in program/config.py (``str``, ``int``, ``bool``, ``time``,
+    ``duration``, ``address``, ``choice``, ``zone``, ``list``, ``url``, ``path``).
+    ``example`` is what the generated config.toml shows when it differs from the default.
+    """
+    meta = {"help": help, "kind": kind, "example": example, **extra}
+    if default is REQUIRED:
+        return field(metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ProgramSettings:
+    """[program]: who the program is and how its mail is addressed."""
+
+    name: str = setting(
+        REQUIRED,
+        "The program's name, shown as the sender's name and in subjects.",
+        kind="str",
+        example="International Librarians Network",
+    )
+    from_address: str = setting(
+        REQUIRED,
+        "The address topic and nudge emails come from.",
+        kind="address",
+        example="coordinators@example.org",
+    )
+    reply_address: str = setting(
+        REQUIRED,
+        "Where replies go; {key} is replaced by each message's reply key, so the address must be"
+        " a sub-address of the coordinators' inbox (plus addressing).",
+        kind="address",
+        template=True,
+        example="coordinators+{key}@example.org",
+    )
+    timezone: str = setting(
+        "UTC", "The program's own time zone (IANA name), the default for coordinators.", kind="zone"
+    )
+    default_language: str = setting(
+        "en",
+        "Language for participants whose language has no templates (en, fr or es).",
+        kind="str",
+    )
+    unsubscribe_url: str = setting(
+        "",
+        "Optional https URL for one-click unsubscribe (RFC 8058); {key} is replaced by the reply"
+        " key. Empty: only the mailto unsubscribe is offered.",
+        kind="url",
+        example="",
+    )
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """[database]: where Rapport keeps its state."""
+
+    url: str = setting(
+        "sqlite:///rapport.db",
+        "SQLAlchemy URL: sqlite:///PATH (a relative path is relative to this file's folder) or"
+        " postgresql+psycopg://USER@HOST/DB (the password comes from $RAPPORT_DATABASE_PASSWORD).",
+        kind="str",
+    )
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """[smtp]: the server that carries outgoing mail."""
+
+    host: str = setting("localhost", "SMTP server host name.", kind="str")
+    port: int = setting(587, "SMTP port: 587 for starttls, 465 for tls.", kind="int", minimum=1)
+    security: str = setting(
+        "starttls",
+        "starttls, tls (implicit TLS) or none. none is refused unless the host is a loopback"
+        " address or allow_plaintext = true. Certificates are always checked.",
+        kind="choice",
+        choices=("starttls", "tls", "none"),
+    )
+    allow_plaintext: bool = setting(
+        False, "Allow security = none to a host that is not a loopback address.", kind="bool"
+    )
+    username: str = setting("", "Login name; empty: no login.", kind="str")
+    password_env: str = setting(
+        "RAPPORT_SMTP_PASSWORD",
+        "Name of the environment variable holding the SMTP password (or the systemd"
+        " credential smtp-password). Never put the password itself in this file.",
+        kind="str",
+    )
+    ca_file: str = setting(
+        "", "Extra CA certificates (PEM) to trust, for a private CA; empty: the system's.", kind="path"
+    )
+    timeout: timedelta = setting(timedelta(seconds=30), "Network timeout for each SMTP command.", kind="duration")
+    max_per_minute: int = setting(
+        120, "At most this many messages in any 60 seconds; 0: no limit.", kind="int", minimum=0
+    )
+    max_per_day: int = setting(
+        10000, "At most this many messages in any 24 hours; 0: no limit.", kind="int", minimum=0
+    )
+    redirect_all_to: str = setting(
+        "",
+        "Rehearsal mode: deliver every message to this one address instead (headers unchanged,"
+        " plus X-Rapport-Redirected-From). Empty: off.",
+        kind="address",
+        optional=True,
+    )
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    """[schedule]: when mail goes out."""
+
+    topic_local_time: time = setting(
+        time(9, 0),
+        "Local time of day (HH:MM, in each participant's own zone) at which topics are sent.",
+        kind="time",
+    )
+    max_lateness: timedelta = setting(
+        timedelta(days=2),
+        "A message more than this late (the service was down) is reported as late, not sent.",
+        kind="duration",
+    )
+
+
+@dataclass(frozen=True)
+class OutboxSettings:
+    """[outbox]: delivery retries."""
+
+    max_attempts: int = setting(
+        8, "Temporary failures (4xx) are retried up to this many attempts in all.", kind="int",
+        minimum=1,
+    )
+    retry_base: timedelta = setting(
+        timedelta(minutes=5), "Wait before the first retry; doubled each time, with jitter.", kind="duration"
+    )
+    retry_max: timedelta = setting(timedelta(hours=6), "Longest wait between two attempts.", kind="duration")
+    lease: timedelta = setting(
+        timedelta(minutes=15),
+        "A row left 'sending' by a process on another machine is declared uncertain after this"
+        " long (on this machine a dead process is noticed at once).",
+        kind="duration",
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole validated configuration, loaded once by the entry point and passed down."""
+
+    program: ProgramSettings
+    database: DatabaseSettings
+    smtp: SmtpSettings
+    schedule: ScheduleSettings
+    outbox: OutboxSettings
+    source: str = "<defaults>"
+    """The file the settings came from (for messages) and its folder (for relative paths)."""
+
+
+SECTIONS: dict[str, type] = {
+    "program": ProgramSettings,
+    "database": DatabaseSettings,
+    "smtp": SmtpSettings,
+    "schedule": ScheduleSettings,
+    "outbox": OutboxSettings,
+}

@@ -1,0 +1,208 @@
+"""The `rapport` command: parse, call one core function, print.
+
+Only this module turns Rapport's errors into exit codes: 0 ok, 1 failure, 2 bad usage, config or
+input (the message names the file, line and field).  Users never see a traceback for an expected
+failure.  Every command that depends on the time takes ``--now`` (ISO 8601; without an offset it
+is read as UTC).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import NoReturn
+
+from sqlalchemy import Engine
+
+from program.config import config_path, database_url, example_config, load_config
+from program.errors import RapportError, UsageError
+from program.settings import Settings
+from program.store import make_engine, require_current, upgrade
+
+STATUSES = ("pending", "sending", "sent", "retry", "failed", "uncertain", "suppressed", "late")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _now(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--now: not an ISO 8601 date and time: {text!r} (like 2027-03-01T09:00:00+01:00)"
+        ) from None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="rapport", description="Run a peer-mentoring network by email.")
+    parser.add_argument("--config", help="config file (default: $RAPPORT_CONFIG, else ./config.toml)")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def now_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--now", type=_now, help="act as if it were this time (ISO 8601)")
+
+    init = commands.add_parser("init", help="write a commented config.toml and create the database")
+    init.add_argument("--force", action="store_true", help="overwrite an existing config file")
+
+    db = commands.add_parser("db", help="database maintenance").add_subparsers(
+        dest="db_command", required=True, parser_class=_Parser
+    )
+    db.add_parser("upgrade", help="apply the migrations this version needs")
+
+    imp = commands.add_parser("import", help="load participants, coordinators, partnerships, topics")
+    kinds = imp.add_subparsers(dest="kind", required=True, parser_class=_Parser)
+    for kind in ("participants", "coordinators", "partnerships"):
+        k = kinds.add_parser(kind, help=f"import {kind} from a CSV file (all or nothing)")
+        k.add_argument("file", type=Path)
+        k.add_argument("--dry-run", action="store_true", help="validate only; write nothing")
+        now_option(k)
+    topics_imp = kinds.add_parser("topics", help="import a folder of topic Markdown files")
+    topics_imp.add_argument("directory", type=Path)
+    topics_imp.add_argument("--round", required=True, dest="round_name")
+    topics_imp.add_argument("--dry-run", action="store_true", help="validate only; write nothing")
+    now_option(topics_imp)
+
+    rounds = commands.add_parser("round", help="matching rounds").add_subparsers(
+        dest="round_command", required=True, parser_class=_Parser
+    )
+    create = rounds.add_parser("create", help="open a round")
+    create.add_argument("name")
+    create.add_argument("--start", type=_date, required=True)
+    create.add_argument("--end", type=_date)
+    create.add_argument("--cadence-days", type=_positive, default=14)
+    now_option(create)
+    rounds.add_parser("list", help="list the rounds")
+
+    topics = commands.add_parser("topics", help="topics").add_subparsers(
+        dest="topics_command", required=True, parser_class=_Parser
+    )
+    tl = topics.add_parser("list", help="list the topics and their send dates")
+    tl.add_argument("--round", dest="round_name")
+
+    preview = commands.add_parser("preview", help="show an email as a participant would get it")
+    what = preview.add_subparsers(dest="what", required=True, parser_class=_Parser)
+    pt = what.add_parser("topic", help="the topic email number N")
+    pt.add_argument("order", type=_positive, metavar="N")
+    pt.add_argument("--participant", required=True, metavar="EMAIL")
+    pt.add_argument("--round", dest="round_name")
+    pt.add_argument("--html", type=Path, metavar="FILE", help="also write the HTML part to FILE")
+    now_option(pt)
+
+    send = commands.add_parser("send", help="plan what is due and deliver it (one pass)")
+    send.add_argument("--dry-run", action="store_true", help="change nothing, send nothing")
+    send.add_argument("--limit", type=_positive, help="send at most N messages")
+    now_option(send)
+
+    ob = commands.add_parser("outbox", help="what was sent, and what needs attention")
+    ob.add_argument("--status", choices=STATUSES)
+    ob_sub = ob.add_subparsers(dest="outbox_command", parser_class=_Parser)
+    retry = ob_sub.add_parser("retry", help="send a row again (uncertain, failed, late, ...)")
+    retry.add_argument("id", type=_positive)
+    now_option(retry)
+    return parser
+
+
+class Context:
+    """What a command needs, loaded lazily so `init` and `--help` need no config."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.path = config_path(args.config)
+        self._settings: Settings | None = None
+        self._engine: Engine | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_config(self.path)
+        return self._settings
+
+    def engine(self, *, current: bool = True) -> Engine:
+        if self._engine is None:
+            self._engine = make_engine(database_url(self.settings))
+            if current:
+                require_current(self._engine)
+        return self._engine
+
+    @property
+    def now(self) -> datetime:
+        return getattr(self.args, "now", None) or datetime.now(UTC)
+
+
+def _cmd_init(ctx: Context) -> int:
+    path = ctx.path
+    if path.exists() and not ctx.args.force:
+        raise UsageError(f"{path}: already exists (use --force to overwrite it)")
+    if not path.parent.is_dir():
+        raise UsageError(f"{path.parent}: no such folder")
+    path.write_text(example_config(), encoding="utf-8")
+    before, after = upgrade(ctx.engine(current=False))
+    print(f"wrote {path}; database {database_url(ctx.settings)} at migration {after}")
+    print("next: edit the [program] and [smtp] sections, set RAPPORT_SECRET, then `rapport import ...`")
+    return 0
+
+
+def _cmd_db(ctx: Context) -> int:
+    before, after = upgrade(ctx.engine(current=False))
+    if before == after:
+        print(f"database already at migration {after}")
+    else:
+        print(f"database upgraded from {before or 'empty'} to {after}")
+    return 0
+
+
+def dispatch(ctx: Context) -> int:
+    args = ctx.args
+    if args.command == "init":
+        return _cmd_init(ctx)
+    if args.command == "db":
+        return _cmd_db(ctx)
+    from rapport import commands  # the rest need the whole application
+
+    handler: Callable[[Context], int] = getattr(commands, f"cmd_{args.command}")
+    return handler(ctx)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return dispatch(Context(args))
+    except SystemExit as exc:  # --help, or argparse's own exit
+        return int(exc.code or 0) if isinstance(exc.code, int) else 2
+    except RapportError as exc:
+        print(f"rapport: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("rapport: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

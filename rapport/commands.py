@@ -1,0 +1,208 @@
+"""The command handlers behind rapport/cli.py: each calls one core function and prints.
+
+Errors are raised, never printed here: cli.main turns them into messages and exit codes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from mailer import outbox
+from mailer.compose import Composer
+from mailer.render import preview
+from program import calendar, roster
+from program.config import reply_secret
+from program.errors import NotFound
+from program.models import Round, Topic, TopicText
+from program.store import session_scope
+from rapport import jobs
+
+if TYPE_CHECKING:
+    from rapport.cli import Context
+
+
+def _progress() -> Callable[[int, int], None] | None:
+    """A progress line on a terminal; nothing in a pipe or under systemd."""
+    if not sys.stderr.isatty() or os.environ.get("INVOCATION_ID") or os.environ.get("JOURNAL_STREAM"):
+        return None
+
+    def show(done: int, total: int) -> None:
+        if done % 50 == 0 or done == total:
+            of = f"/{total}" if total else ""
+            sys.stderr.write(f"\rsending {done}{of}")
+            sys.stderr.flush()
+
+    return show
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows, strict=False)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+
+
+def cmd_import(ctx: Context) -> int:
+    args = ctx.args
+    engine = ctx.engine()
+    settings = ctx.settings
+    importers: dict[str, Callable[..., roster.ImportReport]] = {
+        "participants": roster.import_participants,
+        "coordinators": roster.import_coordinators,
+        "partnerships": roster.import_partnerships,
+        "topics": roster.import_topics,
+    }
+    extra: dict[str, Any] = {}
+    if args.kind == "coordinators":
+        extra["default_timezone"] = settings.program.timezone
+    if args.kind == "topics":
+        extra.update(round_name=args.round_name, default_language=settings.program.default_language)
+    source: Path = args.directory if args.kind == "topics" else args.file
+    with Session(engine, expire_on_commit=False) as session:
+        report = importers[args.kind](source, session=session, now=ctx.now, **extra)
+        if args.dry_run:
+            session.rollback()
+        else:
+            session.commit()
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    prefix = "dry run, nothing written: " if args.dry_run else ""
+    print(prefix + report.summary())
+    return 0
+
+
+def cmd_round(ctx: Context) -> int:
+    args = ctx.args
+    with session_scope(ctx.engine()) as session:
+        if args.round_command == "create":
+            created = roster.create_round(
+                args.name,
+                session=session,
+                now=ctx.now,
+                start=args.start,
+                end=args.end,
+                cadence_days=args.cadence_days,
+            )
+            end = f" to {created.end}" if created.end else ""
+            print(f"round {created.name}: starts {created.start}{end}, a topic every {created.cadence_days} days")
+            return 0
+        rows = [
+            [r.name, str(r.start), str(r.end or "-"), str(r.cadence_days), r.status]
+            for r in roster.list_rounds(session=session)
+        ]
+    print(_table(rows, ["round", "start", "end", "cadence", "status"]) if rows else "no rounds yet")
+    return 0
+
+
+def cmd_topics(ctx: Context) -> int:
+    args = ctx.args
+    lines: list[list[str]] = []
+    with session_scope(ctx.engine()) as session:
+        query = select(Round).order_by(Round.start)  # type: ignore[arg-type]
+        if args.round_name:
+            query = query.where(Round.name == args.round_name)
+        rounds = list(session.exec(query).scalars())  # type: ignore[call-overload]
+        if args.round_name and not rounds:
+            raise NotFound(f"round {args.round_name}: no such round")
+        for round_ in rounds:
+            topics = session.exec(select(Topic).where(Topic.round_id == round_.id).order_by(Topic.seq)).scalars()  # type: ignore[call-overload]
+            for topic in topics:
+                texts = {
+                    t.language: t
+                    for t in session.exec(select(TopicText).where(TopicText.topic_id == topic.id)).scalars()  # type: ignore[call-overload]
+                }
+                day = calendar.topic_send_date(round_.start, round_.cadence_days, topic.seq, topic.send_on)
+                text = texts.get(ctx.settings.program.default_language) or next(iter(texts.values()))
+                lines.append([round_.name, str(topic.seq), str(day), " ".join(sorted(texts)), text.title])
+    print(_table(lines, ["round", "#", "send on", "languages", "title"]) if lines else "no topics yet")
+    return 0
+
+
+def cmd_preview(ctx: Context) -> int:
+    args = ctx.args
+    composer = Composer()
+    message = preview(
+        ctx.engine(),
+        settings=ctx.settings,
+        composer=composer,
+        secret=reply_secret(),
+        email=args.participant,
+        order=args.order,
+        round_name=args.round_name,
+        now=ctx.now,
+    )
+    for name in ("From", "To", "Reply-To", "Subject", "Date", "Message-ID"):
+        print(f"{name}: {message[name]}")
+    print()
+    html = None
+    for part in message.walk():
+        if part.get_content_type() == "text/plain":
+            print(part.get_payload(decode=True).decode(part.get_content_charset() or "utf-8"))
+        elif part.get_content_type() == "text/html":
+            html = part.get_payload(decode=True).decode(part.get_content_charset() or "utf-8")
+    if args.html:
+        if html is None:  # pragma: no cover - every topic email has an HTML part
+            raise NotFound("this message has no HTML part")
+        args.html.write_text(html, encoding="utf-8")
+        print(f"(HTML part written to {args.html})", file=sys.stderr)
+    return 0
+
+
+def cmd_send(ctx: Context) -> int:
+    args = ctx.args
+    progress = _progress()
+    result = jobs.send(
+        ctx.engine(),
+        settings=ctx.settings,
+        secret=reply_secret(),
+        now=ctx.now,
+        limit=args.limit,
+        dry_run=args.dry_run,
+        progress=progress,
+    )
+    if progress:
+        sys.stderr.write("\n")
+    for error in result.delivery.errors[:20]:
+        print(f"error: {error}", file=sys.stderr)
+    print(result.summary())
+    return 1 if result.delivery.stopped and "unavailable" in result.delivery.stopped else 0
+
+
+def cmd_outbox(ctx: Context) -> int:
+    args = ctx.args
+    with session_scope(ctx.engine()) as session:
+        if args.outbox_command == "retry":
+            before = outbox.retry_by_hand(session, args.id, ctx.now)
+            print(f"outbox row {args.id}: was {before}, now pending; the next `rapport send` sends it")
+            return 0
+        counts = outbox.counts(session)
+        statuses = [args.status] if args.status else ["uncertain", "failed", "late", "retry", "suppressed"]
+        rows = outbox.listing(session, statuses)
+    if not args.status:
+        print("  ".join(f"{state} {n}" for state, n in counts.items()))
+        if counts["uncertain"]:
+            print(
+                f"{counts['uncertain']} uncertain: the process sending them stopped before the server"
+                " answered; they may have arrived. Check, then `rapport outbox retry ID` to send again."
+            )
+    table = [
+        [str(r.id), r.status, _when(r.due_at), _when(r.sent_at), str(r.attempts), r.to_address, r.key, r.last_error or ""]
+        for r in rows
+    ]
+    if table:
+        print(_table(table, ["id", "status", "due (UTC)", "sent (UTC)", "tries", "to", "key", "note"]))
+    elif args.status:
+        print(f"no {args.status} messages")
+    return 0
