@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine
 
 from mailer import outbox
-from mailer.compose import Composer, ComposeError, to_bytes
+from mailer.compose import ComposeError, Composer, to_bytes
 from mailer.render import Renderer
 from mailer.smtp import (
     SmtpConnection,
@@ -87,7 +87,11 @@ def deliver(
         with engine.begin() as connection:
             result.recovered = outbox.recover(connection, now, settings.outbox.lease)
     budget, budget_reason = rate_budget(engine, settings, now)
-    cap = min(x for x in (limit, budget) if x is not None) if (limit, budget) != (None, None) else None
+    cap = (
+        min(x for x in (limit, budget) if x is not None)
+        if (limit, budget) != (None, None)
+        else None
+    )
     with engine.connect() as connection:
         suppressed = outbox.suppressed_addresses(connection)
     lateness = settings.schedule.max_lateness
@@ -111,13 +115,21 @@ def deliver(
                     result.suppressed += 1
                     if not dry_run:
                         with engine.begin() as connection:
-                            outbox.mark_status(connection, row.id, now, SUPPRESSED, f"{row.to_address} is suppressed")
+                            outbox.mark_status(
+                                connection,
+                                row.id,
+                                now,
+                                SUPPRESSED,
+                                f"{row.to_address} is suppressed",
+                            )
                     continue
                 if row.attempts == 0 and row.due_at + lateness < now:
                     result.late += 1
                     if not dry_run:
                         with engine.begin() as connection:
-                            outbox.mark_status(connection, row.id, now, LATE, f"more than {lateness} late")
+                            outbox.mark_status(
+                                connection, row.id, now, LATE, f"more than {lateness} late"
+                            )
                     continue
                 try:
                     data = to_bytes(renderer.compose(item, now=now))
@@ -187,5 +199,7 @@ def deliver(
         with engine.connect() as connection:
             left = len(outbox.due_ids(connection, now, 1))
         if left:
-            result.stopped = f"rate limit smtp.{budget_reason} reached; the rest waits for the next pass"
+            result.stopped = (
+                f"rate limit smtp.{budget_reason} reached; the rest waits for the next pass"
+            )
     return result

@@ -16,7 +16,6 @@ import os
 import random
 import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -153,7 +152,9 @@ def mark_failed(connection: Connection, row_id: int, now: datetime, reason: str)
     _set(connection, row_id, now, status=FAILED, last_error=reason)
 
 
-def mark_status(connection: Connection, row_id: int, now: datetime, status: str, reason: str) -> None:
+def mark_status(
+    connection: Connection, row_id: int, now: datetime, status: str, reason: str
+) -> None:
     """Set a final status without sending (``suppressed``, ``late``)."""
     _set(connection, row_id, now, status=status, last_error=reason)
 
@@ -206,7 +207,9 @@ def recover(
     after ``lease``.
     """
     rows = connection.execute(
-        select(OUTBOX.c.id, OUTBOX.c.claimed_by, OUTBOX.c.sending_at).where(OUTBOX.c.status == SENDING)
+        select(OUTBOX.c.id, OUTBOX.c.claimed_by, OUTBOX.c.sending_at).where(
+            OUTBOX.c.status == SENDING
+        )
     ).all()
     count = 0
     for row_id, owner, sending_at in rows:
@@ -214,7 +217,10 @@ def recover(
         stale = sending_at is None or sending_at <= now - lease
         if state is False or (state is None and stale):
             mark_uncertain(
-                connection, row_id, now, f"the process sending it ({owner}) stopped before the server answered"
+                connection,
+                row_id,
+                now,
+                f"the process sending it ({owner}) stopped before the server answered",
             )
             count += 1
     return count
@@ -222,7 +228,11 @@ def recover(
 
 def sent_since(connection: Connection, since: datetime) -> int:
     """How many messages were sent after ``since`` (for the rate limits)."""
-    query = select(func.count()).select_from(OUTBOX).where(OUTBOX.c.status == SENT, OUTBOX.c.sent_at > since)
+    query = (
+        select(func.count())
+        .select_from(OUTBOX)
+        .where(OUTBOX.c.status == SENT, OUTBOX.c.sent_at > since)
+    )
     return int(connection.execute(query).scalar_one())
 
 
@@ -233,7 +243,9 @@ def suppressed_addresses(connection: Connection) -> set[str]:
 def suppress(connection: Connection, email: str, reason: str, detail: str, now: datetime) -> None:
     """Add ``email`` to the suppression list (kept if already there)."""
     email = email.strip().lower()
-    exists = connection.execute(select(SUPPRESSIONS.c.id).where(SUPPRESSIONS.c.email == email)).first()
+    exists = connection.execute(
+        select(SUPPRESSIONS.c.id).where(SUPPRESSIONS.c.email == email)
+    ).first()
     if exists is None:
         connection.execute(
             insert(SUPPRESSIONS).values(
@@ -268,22 +280,38 @@ def retry_by_hand(session: Session, row_id: int, now: datetime) -> str:
 
     A row still ``sending`` or already ``sent`` is refused: that would risk a second copy.
     """
-    row = session.connection().execute(select(OUTBOX.c.status, OUTBOX.c.to_address).where(OUTBOX.c.id == row_id)).first()
+    row = (
+        session.connection()
+        .execute(select(OUTBOX.c.status, OUTBOX.c.to_address).where(OUTBOX.c.id == row_id))
+        .first()
+    )
     if row is None:
         raise NotFound(f"outbox row {row_id}: no such row")
     status, address = row
     if status not in RETRYABLE_BY_HAND:
-        raise StateError(f"outbox row {row_id} is {status}; only {', '.join(RETRYABLE_BY_HAND)} rows can be retried")
-    if status == SUPPRESSED and session.connection().execute(
-        select(SUPPRESSIONS.c.id).where(SUPPRESSIONS.c.email == address)
-    ).first():
+        raise StateError(
+            f"outbox row {row_id} is {status}; only {', '.join(RETRYABLE_BY_HAND)} rows can be retried"
+        )
+    if (
+        status == SUPPRESSED
+        and session.connection()
+        .execute(select(SUPPRESSIONS.c.id).where(SUPPRESSIONS.c.email == address))
+        .first()
+    ):
         raise StateError(
             f"outbox row {row_id}: {address} is suppressed; remove the suppression first"
         )
     session.connection().execute(
         update(OUTBOX)
         .where(OUTBOX.c.id == row_id)
-        .values(status=PENDING, due_at=now, next_attempt_at=None, attempts=0, claimed_by=None, updated_at=now)
+        .values(
+            status=PENDING,
+            due_at=now,
+            next_attempt_at=None,
+            attempts=0,
+            claimed_by=None,
+            updated_at=now,
+        )
     )
     return str(status)
 

@@ -88,12 +88,18 @@ def plan_topics(
     domain = settings.program.from_address.rsplit("@", 1)[1]
     horizon: date = (now + _AHEAD).date()
     suppressed = outbox.suppressed_addresses(session.connection())
-    rounds = session.exec(select(Round).where(Round.status == "active", Round.start <= horizon)).all()  # type: ignore[call-overload]
+    rounds = session.exec(
+        select(Round).where(Round.status == "active", Round.start <= horizon)
+    ).all()  # type: ignore[call-overload]
     for (round_,) in rounds:
-        topics = session.exec(select(Topic).where(Topic.round_id == round_.id).order_by(Topic.seq)).all()  # type: ignore[call-overload]
+        topics = session.exec(
+            select(Topic).where(Topic.round_id == round_.id).order_by(Topic.seq)
+        ).all()  # type: ignore[call-overload]
         due_topics = []
         for (topic,) in topics:
-            day = calendar.topic_send_date(round_.start, round_.cadence_days, topic.seq, topic.send_on)
+            day = calendar.topic_send_date(
+                round_.start, round_.cadence_days, topic.seq, topic.send_on
+            )
             if day <= horizon:
                 due_topics.append((topic, day))
         if not due_topics:
@@ -113,7 +119,9 @@ def plan_topics(
                     continue
                 due_at = instants.get((day, zone))
                 if due_at is None:
-                    due_at = instants[(day, zone)] = calendar.local_send_instant(day, local_time, zone)
+                    due_at = instants[(day, zone)] = calendar.local_send_instant(
+                        day, local_time, zone
+                    )
                 if due_at > now:
                     continue
                 state = PENDING

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from mailer import outbox
-from mailer.compose import Composer, ComposeError, Person, TopicEmail
+from mailer.compose import ComposeError, Composer, Person, TopicEmail
 from program.models import Membership, Participant, Round, Topic, TopicText
 from program.settings import Settings
 
@@ -36,8 +36,9 @@ def address_for(template: str, key: str) -> str:
 
 
 def pick_text(texts: dict[tuple[int, str], Any], topic_id: int, language: str, default: str) -> Any:
-    """The topic's text in the participant's language, else the program's, else any."""
-    for lang in (language, default, "en"):
+    """The topic's text in the participant's language (pt-BR, else pt), else the program's, else any."""
+    base = language.split("-", 1)[0]
+    for lang in (language, base, default, "en"):
         if (topic_id, lang) in texts:
             return texts[(topic_id, lang)]
     candidates = [t for (tid, _lang), t in sorted(texts.items()) if tid == topic_id]
@@ -67,7 +68,9 @@ class Renderer:
         rounds = Round.__table__  # type: ignore[attr-defined]
         with self.engine.connect() as connection:
             rows = connection.execute(
-                select(outbox.OUTBOX).where(outbox.OUTBOX.c.id.in_(list(ids))).order_by(outbox.OUTBOX.c.id)
+                select(outbox.OUTBOX)
+                .where(outbox.OUTBOX.c.id.in_(list(ids)))
+                .order_by(outbox.OUTBOX.c.id)
             ).all()
             partnership_ids = {r.partnership_id for r in rows if r.partnership_id}
             people: dict[int, Any] = {}
@@ -82,7 +85,9 @@ class Renderer:
             wanted = {pid for group in by_partnership.values() for pid in group}
             wanted |= {r.participant_id for r in rows if r.participant_id}
             if wanted:
-                for p in connection.execute(select(participants).where(participants.c.id.in_(wanted))):
+                for p in connection.execute(
+                    select(participants).where(participants.c.id.in_(wanted))
+                ):
                     people[p.id] = p
             topic_ids = {r.topic_id for r in rows if r.topic_id}
             topic_rows: dict[int, Any] = {}
@@ -94,7 +99,9 @@ class Renderer:
                 for t in connection.execute(select(texts).where(texts.c.topic_id.in_(topic_ids))):
                     text_rows[(t.topic_id, t.language)] = t
                 round_ids = {t.round_id for t in topic_rows.values()}
-                for r in connection.execute(select(rounds.c.id, rounds.c.name).where(rounds.c.id.in_(round_ids))):
+                for r in connection.execute(
+                    select(rounds.c.id, rounds.c.name).where(rounds.c.id.in_(round_ids))
+                ):
                     round_names[r.id] = r.name
         for row in rows:
             if row.kind != "topic":
@@ -106,18 +113,39 @@ class Renderer:
                 yield Item(row, None, "its participant or topic no longer exists")
                 continue
             partners = tuple(
-                _person(people[pid]) for pid in by_partnership.get(row.partnership_id, []) if pid != person.id
+                _person(people[pid])
+                for pid in by_partnership.get(row.partnership_id, [])
+                if pid != person.id
             )
-            text = pick_text(text_rows, topic.id, person.language, self.settings.program.default_language)
+            text = pick_text(
+                text_rows, topic.id, person.language, self.settings.program.default_language
+            )
             if text is None:
                 yield Item(row, None, f"topic {topic.seq} has no text")
                 continue
-            yield Item(row, self._context(row, person, partners, topic, text, round_names[topic.round_id]))
+            yield Item(
+                row, self._context(row, person, partners, topic, text, round_names[topic.round_id])
+            )
 
     def _context(
-        self, row: Any, person: Any, partners: tuple[Person, ...], topic: Any, text: Any, round_name: str
+        self,
+        row: Any,
+        person: Any,
+        partners: tuple[Person, ...],
+        topic: Any,
+        text: Any,
+        round_name: str,
     ) -> TopicEmail:
-        return topic_email(self.settings, row.key, row.reply_key, _person(person), partners, topic.seq, text, round_name)
+        return topic_email(
+            self.settings,
+            row.key,
+            row.reply_key,
+            _person(person),
+            partners,
+            topic.seq,
+            text,
+            round_name,
+        )
 
     def compose(self, item: Item, *, now: datetime) -> Message:
         """The message for ``item``; raises ComposeError when it cannot be built."""
@@ -220,7 +248,13 @@ def preview(
         raise NotFound(f"round {name}: topic {order} has no text")
     key = topic_key(name, order, person.id)
     context = topic_email(
-        settings, key, reply_key(secret, key), _person(person),
-        tuple(_person(p) for p in partner_rows), order, text, name,
+        settings,
+        key,
+        reply_key(secret, key),
+        _person(person),
+        tuple(_person(p) for p in partner_rows),
+        order,
+        text,
+        name,
     )
     return composer.topic(context, now=now)

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 
+from program import calendar
 from program.errors import ConfigError, SecretMissing
 from program.settings import REQUIRED, SECTIONS, Settings
 
@@ -38,7 +39,9 @@ def parse_duration(text: str) -> timedelta:
     """``"90s"``, ``"30m"``, ``"36h"``, ``"3d"`` -> timedelta."""
     match = _DURATION.match(text) if isinstance(text, str) else None
     if not match:
-        raise _Bad(f'expected a duration with a unit, like "90s", "30m", "36h" or "3d"; got {text!r}')
+        raise _Bad(
+            f'expected a duration with a unit, like "90s", "30m", "36h" or "3d"; got {text!r}'
+        )
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
@@ -53,10 +56,12 @@ def format_duration(value: timedelta) -> str:
 
 def parse_time(text: str) -> time:
     """``"HH:MM"`` (24-hour clock) -> time."""
-    match = re.fullmatch(r"([01]\d|2[0-3]):([0-5]\d)", text) if isinstance(text, str) else None
-    if not match:
-        raise _Bad(f'expected a time of day as "HH:MM" (24-hour); got {text!r}')
-    return time(int(match.group(1)), int(match.group(2)))
+    if not isinstance(text, str):
+        raise _Bad(f'expected a time of day as "HH:MM" in quotes; got {text!r}')
+    try:
+        return calendar.parse_local_time(text)
+    except ValueError as exc:
+        raise _Bad(f"expected a time of day as HH:MM: {exc}") from None
 
 
 def check_address(text: str, *, template: bool = False) -> str:
@@ -65,7 +70,9 @@ def check_address(text: str, *, template: bool = False) -> str:
         raise _Bad(f"expected an email address in quotes; got {text!r}")
     if template:
         if text.count("{key}") != 1 or text.index("{key}") > text.find("@"):
-            raise _Bad(f"must contain {{key}} once, before the @ (like coordinators+{{key}}@example.org); got {text!r}")
+            raise _Bad(
+                f"must contain {{key}} once, before the @ (like coordinators+{{key}}@example.org); got {text!r}"
+            )
         text_to_check = text.replace("{key}", "k")
     else:
         text_to_check = text
@@ -101,7 +108,9 @@ def _parse(value: Any, meta: Mapping[str, Any]) -> Any:
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise _Bad(f"unknown time zone {value!r} (use an IANA name like Europe/Paris)") from None
+            raise _Bad(
+                f"unknown time zone {value!r} (use an IANA name like Europe/Paris)"
+            ) from None
     if kind == "address" and not (meta.get("optional") and value == ""):
         check_address(value, template=meta.get("template", False))
     if kind == "url" and value and not value.startswith("https://"):
@@ -174,7 +183,8 @@ def parse_config(text: str, source: str) -> Settings:
     smtp = sections["smtp"]
     if smtp.security == "none" and not (_is_loopback(smtp.host) or smtp.allow_plaintext):
         raise fail(
-            "smtp", "security",
+            "smtp",
+            "security",
             f"plaintext SMTP to {smtp.host!r} is refused; use starttls or tls, or set"
             " allow_plaintext = true if you really mean it",
         )
@@ -191,7 +201,9 @@ def load_config(path: Path) -> Settings:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file (run `rapport init` to write one)") from None
+        raise ConfigError(
+            f"{path}: no such config file (run `rapport init` to write one)"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     return parse_config(text, str(path))
@@ -202,14 +214,20 @@ def database_url(settings: Settings) -> str:
     url = settings.database.url
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite://":
-        rest = url[len(prefix):]
+        rest = url[len(prefix) :]
         if rest and rest != ":memory:":
-            base = Path(settings.source).resolve().parent if settings.source != "<defaults>" else Path.cwd()
+            base = (
+                Path(settings.source).resolve().parent
+                if settings.source != "<defaults>"
+                else Path.cwd()
+            )
             return prefix + str(base / rest)
     return url
 
 
-def read_secret(env_name: str, credential: str, environ: Mapping[str, str] = os.environ) -> str | None:
+def read_secret(
+    env_name: str, credential: str, environ: Mapping[str, str] = os.environ
+) -> str | None:
     """A secret from ``$env_name`` or the systemd credential file ``credential``; None if absent."""
     value = environ.get(env_name)
     if value:
@@ -268,7 +286,7 @@ def example_config(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> 
     overrides = overrides or {}
     out = [
         "# Rapport configuration. Every key is listed with its default; uncomment to change it.",
-        "# Times of day are \"HH:MM\"; durations take a unit: \"90s\", \"30m\", \"36h\", \"3d\".",
+        '# Times of day are "HH:MM"; durations take a unit: "90s", "30m", "36h", "3d".',
         "# Secrets are never written here: the reply-key secret comes from $RAPPORT_SECRET (or the",
         "# systemd credential rapport-secret), the SMTP password from the variable smtp.password_env.",
     ]
@@ -298,7 +316,9 @@ def reference_markdown() -> str:
     rows = ["| key | default | meaning |", "| --- | --- | --- |"]
     for name, cls in SECTIONS.items():
         for spec in dataclasses.fields(cls):
-            default = "(required)" if spec.default is dataclasses.MISSING else _format_value(spec.default)
+            default = (
+                "(required)" if spec.default is dataclasses.MISSING else _format_value(spec.default)
+            )
             rows.append(f"| `{name}.{spec.name}` | `{default}` | {spec.metadata['help']} |")
     return "\n".join(rows) + "\n"
 

@@ -17,7 +17,14 @@ from sqlmodel import Field, SQLModel
 # addressed to a suppressed address.  "sent", "failed", "late", "suppressed" and "uncertain" are
 # final until someone runs `rapport outbox retry`.
 PENDING, SENDING, SENT, RETRY, FAILED, UNCERTAIN, SUPPRESSED, LATE = (
-    "pending", "sending", "sent", "retry", "failed", "uncertain", "suppressed", "late",
+    "pending",
+    "sending",
+    "sent",
+    "retry",
+    "failed",
+    "uncertain",
+    "suppressed",
+    "late",
 )
 OUTBOX_STATES = (PENDING, SENDING, SENT, RETRY, FAILED, UNCERTAIN, SUPPRESSED, LATE)
 SENDABLE = (PENDING, RETRY)
@@ -120,7 +127,10 @@ class OutboxMessage(SQLModel, table=True):
     """One message to one address, identified by its idempotency ``key`` (see DESIGN.md)."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_sendable", "status", "due_at"), Index("ix_outbox_sent_at", "sent_at"))
+    __table_args__ = (
+        Index("ix_outbox_sendable", "status", "due_at"),
+        Index("ix_outbox_sent_at", "sent_at"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(unique=True, max_length=400)
     kind: str = Field(max_length=20)  # topic | nudge | report

@@ -104,9 +104,13 @@ class SmtpSettings:
         kind="str",
     )
     ca_file: str = setting(
-        "", "Extra CA certificates (PEM) to trust, for a private CA; empty: the system's.", kind="path"
+        "",
+        "Extra CA certificates (PEM) to trust, for a private CA; empty: the system's.",
+        kind="path",
     )
-    timeout: timedelta = setting(timedelta(seconds=30), "Network timeout for each SMTP command.", kind="duration")
+    timeout: timedelta = setting(
+        timedelta(seconds=30), "Network timeout for each SMTP command.", kind="duration"
+    )
     max_per_minute: int = setting(
         120, "At most this many messages in any 60 seconds; 0: no limit.", kind="int", minimum=0
     )
@@ -143,13 +147,19 @@ class OutboxSettings:
     """[outbox]: delivery retries."""
 
     max_attempts: int = setting(
-        8, "Temporary failures (4xx) are retried up to this many attempts in all.", kind="int",
+        8,
+        "Temporary failures (4xx) are retried up to this many attempts in all.",
+        kind="int",
         minimum=1,
     )
     retry_base: timedelta = setting(
-        timedelta(minutes=5), "Wait before the first retry; doubled each time, with jitter.", kind="duration"
+        timedelta(minutes=5),
+        "Wait before the first retry; doubled each time, with jitter.",
+        kind="duration",
     )
-    retry_max: timedelta = setting(timedelta(hours=6), "Longest wait between two attempts.", kind="duration")
+    retry_max: timedelta = setting(
+        timedelta(hours=6), "Longest wait between two attempts.", kind="duration"
+    )
     lease: timedelta = setting(
         timedelta(minutes=15),
         "A row left 'sending' by a process on another machine is declared uncertain after this"

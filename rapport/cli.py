@@ -60,7 +60,9 @@ def _positive(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rapport", description="Run a peer-mentoring network by email.")
-    parser.add_argument("--config", help="config file (default: $RAPPORT_CONFIG, else ./config.toml)")
+    parser.add_argument(
+        "--config", help="config file (default: $RAPPORT_CONFIG, else ./config.toml)"
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def now_option(p: argparse.ArgumentParser) -> None:
@@ -74,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     db.add_parser("upgrade", help="apply the migrations this version needs")
 
-    imp = commands.add_parser("import", help="load participants, coordinators, partnerships, topics")
+    imp = commands.add_parser(
+        "import", help="load participants, coordinators, partnerships, topics"
+    )
     kinds = imp.add_subparsers(dest="kind", required=True, parser_class=_Parser)
     for kind in ("participants", "coordinators", "partnerships"):
         k = kinds.add_parser(kind, help=f"import {kind} from a CSV file (all or nothing)")
@@ -163,7 +167,9 @@ def _cmd_init(ctx: Context) -> int:
     path.write_text(example_config(), encoding="utf-8")
     before, after = upgrade(ctx.engine(current=False))
     print(f"wrote {path}; database {database_url(ctx.settings)} at migration {after}")
-    print("next: edit the [program] and [smtp] sections, set RAPPORT_SECRET, then `rapport import ...`")
+    print(
+        "next: edit the [program] and [smtp] sections, set RAPPORT_SECRET, then `rapport import ...`"
+    )
     return 0
 
 

@@ -31,7 +31,11 @@ if TYPE_CHECKING:
 
 def _progress() -> Callable[[int, int], None] | None:
     """A progress line on a terminal; nothing in a pipe or under systemd."""
-    if not sys.stderr.isatty() or os.environ.get("INVOCATION_ID") or os.environ.get("JOURNAL_STREAM"):
+    if (
+        not sys.stderr.isatty()
+        or os.environ.get("INVOCATION_ID")
+        or os.environ.get("JOURNAL_STREAM")
+    ):
         return None
 
     def show(done: int, total: int) -> None:
@@ -46,7 +50,10 @@ def _progress() -> Callable[[int, int], None] | None:
 def _table(rows: list[list[str]], headers: list[str]) -> str:
     widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows, strict=False)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines += [
+        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
     return "\n".join(lines)
 
 
@@ -96,7 +103,9 @@ def cmd_round(ctx: Context) -> int:
                 cadence_days=args.cadence_days,
             )
             end = f" to {created.end}" if created.end else ""
-            print(f"round {created.name}: starts {created.start}{end}, a topic every {created.cadence_days} days")
+            print(
+                f"round {created.name}: starts {created.start}{end}, a topic every {created.cadence_days} days"
+            )
             return 0
         rows = [
             [r.name, str(r.start), str(r.end or "-"), str(r.cadence_days), r.status]
@@ -117,16 +126,28 @@ def cmd_topics(ctx: Context) -> int:
         if args.round_name and not rounds:
             raise NotFound(f"round {args.round_name}: no such round")
         for round_ in rounds:
-            topics = session.exec(select(Topic).where(Topic.round_id == round_.id).order_by(Topic.seq)).scalars()  # type: ignore[call-overload]
+            topics = session.exec(
+                select(Topic).where(Topic.round_id == round_.id).order_by(Topic.seq)
+            ).scalars()  # type: ignore[call-overload]
             for topic in topics:
                 texts = {
                     t.language: t
-                    for t in session.exec(select(TopicText).where(TopicText.topic_id == topic.id)).scalars()  # type: ignore[call-overload]
+                    for t in session.exec(
+                        select(TopicText).where(TopicText.topic_id == topic.id)
+                    ).scalars()  # type: ignore[call-overload]
                 }
-                day = calendar.topic_send_date(round_.start, round_.cadence_days, topic.seq, topic.send_on)
-                text = texts.get(ctx.settings.program.default_language) or next(iter(texts.values()))
-                lines.append([round_.name, str(topic.seq), str(day), " ".join(sorted(texts)), text.title])
-    print(_table(lines, ["round", "#", "send on", "languages", "title"]) if lines else "no topics yet")
+                day = calendar.topic_send_date(
+                    round_.start, round_.cadence_days, topic.seq, topic.send_on
+                )
+                text = texts.get(ctx.settings.program.default_language) or next(
+                    iter(texts.values())
+                )
+                lines.append(
+                    [round_.name, str(topic.seq), str(day), " ".join(sorted(texts)), text.title]
+                )
+    print(
+        _table(lines, ["round", "#", "send on", "languages", "title"]) if lines else "no topics yet"
+    )
     return 0
 
 
@@ -185,10 +206,14 @@ def cmd_outbox(ctx: Context) -> int:
     with session_scope(ctx.engine()) as session:
         if args.outbox_command == "retry":
             before = outbox.retry_by_hand(session, args.id, ctx.now)
-            print(f"outbox row {args.id}: was {before}, now pending; the next `rapport send` sends it")
+            print(
+                f"outbox row {args.id}: was {before}, now pending; the next `rapport send` sends it"
+            )
             return 0
         counts = outbox.counts(session)
-        statuses = [args.status] if args.status else ["uncertain", "failed", "late", "retry", "suppressed"]
+        statuses = (
+            [args.status] if args.status else ["uncertain", "failed", "late", "retry", "suppressed"]
+        )
         rows = outbox.listing(session, statuses)
     if not args.status:
         print("  ".join(f"{state} {n}" for state, n in counts.items()))
@@ -198,11 +223,22 @@ def cmd_outbox(ctx: Context) -> int:
                 " answered; they may have arrived. Check, then `rapport outbox retry ID` to send again."
             )
     table = [
-        [str(r.id), r.status, _when(r.due_at), _when(r.sent_at), str(r.attempts), r.to_address, r.key, r.last_error or ""]
+        [
+            str(r.id),
+            r.status,
+            _when(r.due_at),
+            _when(r.sent_at),
+            str(r.attempts),
+            r.to_address,
+            r.key,
+            r.last_error or "",
+        ]
         for r in rows
     ]
     if table:
-        print(_table(table, ["id", "status", "due (UTC)", "sent (UTC)", "tries", "to", "key", "note"]))
+        print(
+            _table(table, ["id", "status", "due (UTC)", "sent (UTC)", "tries", "to", "key", "note"])
+        )
     elif args.status:
         print(f"no {args.status} messages")
     return 0

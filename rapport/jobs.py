@@ -59,7 +59,9 @@ class SendResult:
             )
         else:
             text = f"planned {p.planned}"
-            extras = [f"{n} {label}" for n, label in ((p.late, "late"), (p.suppressed, "suppressed")) if n]
+            extras = [
+                f"{n} {label}" for n, label in ((p.late, "late"), (p.suppressed, "suppressed")) if n
+            ]
             if extras:
                 text += f" ({', '.join(extras)})"
             text += f"; sent {d.sent}"

@@ -71,12 +71,20 @@ def test_readme_reference_is_generated() -> None:
         ('port = "587"', "smtp", "smtp.port: expected a whole number"),
         ("port = 0", "smtp", "smtp.port: must be at least 1"),
         ('security = "ssl"', "smtp", "smtp.security: expected one of starttls, tls, none"),
-        ('timeout = "30"', "smtp", 'smtp.timeout: expected a duration with a unit'),
-        ('topic_local_time = "9am"', "schedule", "schedule.topic_local_time: expected a time of day"),
+        ('timeout = "30"', "smtp", "smtp.timeout: expected a duration with a unit"),
+        (
+            'topic_local_time = "9am"',
+            "schedule",
+            "schedule.topic_local_time: expected a time of day",
+        ),
         ('topic_local_time = "24:00"', "schedule", "schedule.topic_local_time"),
         ('timezone = "Mars/Olympus"', "program", "program.timezone: unknown time zone"),
         ("allow_plaintext = 1", "smtp", "smtp.allow_plaintext: expected true or false"),
-        ('unsubscribe_url = "http://x.org/{key}"', "program", "program.unsubscribe_url: must be an https"),
+        (
+            'unsubscribe_url = "http://x.org/{key}"',
+            "program",
+            "program.unsubscribe_url: must be an https",
+        ),
         ('redirect_all_to = "not an address"', "smtp", "smtp.redirect_all_to: not a valid email"),
     ],
 )

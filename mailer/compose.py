@@ -1,0 +1,652 @@
+"""Compose the fortnightly topic email: pure, from templates and a context to a MIME message.
+
+No I/O after :class:`Composer` is built (it loads the packaged templates and the country-name
+catalogs once) and no clock: the caller passes ``now``, a zone-aware datetime, which becomes the
+Date header and picks each partner's current UTC offset.  The result is a compat32
+``email.message.Message`` (multipart/alternative, text then HTML, UTF-8 quoted-printable): the
+compat32 API composes about three times faster than ``policy=default`` (see LIMITS.md), and 20,000
+participants share one topic, so its Markdown is rendered once and cached.
+
+Every value that reaches a header is checked first: a control character (CR, LF, NUL and the rest
+of Unicode category Cc) or an address that is not one plain ``local@domain`` raises
+:class:`ComposeError` naming the field and the idempotency key.  Display names and subjects that
+are not plain ASCII become RFC 2047 encoded-words of at most 75 characters.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gettext
+import hashlib
+import re
+import unicodedata
+import urllib.parse
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from email.generator import BytesGenerator
+from email.message import Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.nonmultipart import MIMENonMultipart
+from email.policy import Compat32
+from email.utils import format_datetime, formataddr
+from functools import lru_cache
+from io import BytesIO
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import jinja2
+import pycountry
+from markdown_it import MarkdownIt
+from markdown_it.common.utils import escapeHtml
+from markdown_it.token import Token
+from markupsafe import Markup
+
+from program.errors import RapportError
+
+__all__ = [
+    "ComposeError",
+    "Composer",
+    "Person",
+    "RenderedTopic",
+    "TopicEmail",
+    "markdown_to_html",
+    "markdown_to_text",
+    "message_id_for",
+    "to_bytes",
+]
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+FALLBACK_LANGUAGE = "en"
+TOPIC_TEMPLATES = ("topic.subject.j2", "topic.txt.j2", "topic.html.j2")
+MAX_TEXT = 200  # characters in a name or title: keeps every header line under 998 bytes
+
+
+class _WirePolicy(Compat32):
+    """compat32 with CRLF, folding printable ASCII values at spaces only.
+
+    Every value Composer sets is printable ASCII (encoded-words included), and folding through
+    email.header.Header is most of serialization time; it may also start a long value on an
+    empty line, which a parser reads back with a leading space.  Folding at existing spaces is
+    lossless: unfolding removes only the CRLF.  Anything else goes to compat32 unchanged.
+    """
+
+    def fold_binary(self, name: str, value: object) -> bytes:
+        if not isinstance(value, str) or not _PRINTABLE.fullmatch(value):
+            return super().fold_binary(name, value)  # type: ignore[arg-type]
+        limit = self.max_line_length or 998
+        words = value.split(" ")
+        lines = [f"{name}: {words[0]}"]
+        for word in words[1:]:
+            if word and len(lines[-1]) + 1 + len(word) > limit:
+                lines.append(" " + word)
+            else:
+                lines[-1] += " " + word
+        return (self.linesep.join(lines) + self.linesep).encode("ascii")
+
+
+class _WireGenerator(BytesGenerator):
+    """BytesGenerator that rewrites a body's line endings in one pass instead of line by line."""
+
+    def _write_lines(self, lines: str) -> None:
+        if lines:
+            self.write(_NEWLINES.sub(self._NL, lines))  # type: ignore[attr-defined]
+
+
+_WIRE_POLICY = _WirePolicy(linesep="\r\n")  # SMTP DATA wants CRLF; folds at 78 characters
+
+# Control characters (Cc) and lone surrogates never go into a header.
+_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# Line and paragraph separators are whitespace to a reader but line breaks to str.splitlines().
+_SPACES = re.compile("[ \u2028\u2029]{2,}|[\u2028\u2029]")
+_LINE_BREAKS = re.compile(r"\s*[\r\n]\s*")  # a template's own line breaks; keeps no-break spaces
+# Plain ASCII that compat32 could fold losslessly and no reader would decode as an encoded-word.
+_NEEDS_ENCODING = re.compile(r"[^\x20-\x7e]|=\?|\S{60}")
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_ADDR_SPEC = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*@{_LABEL}(?:\.{_LABEL})*")
+_PRINTABLE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")  # no edge spaces
+_NEWLINES = re.compile(r"\r\n|\r|\n")  # as email.generator.NLCRE
+# Printable ASCII but for the characters that would end List-Unsubscribe's <...> early.
+_URL = re.compile(r'https://(?:(?![<>"\\])[\x21-\x7e])+', re.IGNORECASE)
+_ENCODED_WORD_BYTES = 39  # 52 base64 chars + 12 of chrome: "Subject: " plus one word fits 78
+
+_COUNTRY_OVERRIDES: dict[str, dict[str, str]] = {
+    # ISO short names that read oddly in a greeting; pycountry's common_name covers most others.
+    "en": {"RU": "Russia", "CD": "DR Congo", "PS": "Palestine", "FM": "Micronesia",
+           "VA": "Vatican City", "XK": "Kosovo"},
+    "fr": {"RU": "Russie", "PS": "Palestine", "FM": "Micronésie", "VA": "Vatican",
+           "XK": "Kosovo", "RE": "La Réunion"},
+    "es": {"RU": "Rusia", "CD": "República Democrática del Congo", "PS": "Palestina",
+           "FM": "Micronesia", "VA": "Ciudad del Vaticano", "XK": "Kosovo",
+           "CI": "Costa de Marfil", "KM": "Comoras"},
+}  # fmt: skip
+
+
+class ComposeError(RapportError):
+    """A message cannot be composed safely; the message names the field and the idempotency key."""
+
+
+@dataclass(frozen=True)
+class Person:
+    """A participant: ``country`` is ISO 3166 alpha-2 (``"PL"``), ``timezone`` an IANA name."""
+
+    name: str
+    email: str
+    country: str
+    timezone: str
+
+
+@dataclass(frozen=True)
+class TopicEmail:
+    """Everything one topic email says, already resolved by the caller (see module docstring)."""
+
+    program_name: str
+    from_address: str
+    recipient: Person
+    partners: tuple[Person, ...]
+    language: str
+    default_language: str
+    round_name: str
+    topic_order: int
+    topic_title: str
+    topic_markdown: str
+    idempotency_key: str
+    reply_address: str
+    unsubscribe_address: str
+    unsubscribe_url: str | None
+    log_address: str
+
+
+@dataclass(frozen=True)
+class RenderedTopic:
+    """The three rendered templates and the language they were written in."""
+
+    language: str
+    subject: str
+    text: str
+    html: str
+
+
+def message_id_for(idempotency_key: str, domain: str) -> str:
+    """``<rapport.<32 hex>@domain>``: the same for the same outbox row, with no personal data."""
+    digest = hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()[:32]
+    return f"<rapport.{digest}@{domain}>"
+
+
+def to_bytes(msg: Message) -> bytes:
+    """The message as SMTP DATA wants it: CRLF line endings, headers folded, 7-bit clean."""
+    buffer = BytesIO()
+    _WireGenerator(buffer, mangle_from_=False, policy=_WIRE_POLICY).flatten(msg)
+    return buffer.getvalue()
+
+
+class Composer:
+    """Renders topic emails from one Jinja2 environment over ``template_dir``.
+
+    ``languages`` holds every language with a complete set of topic templates; a participant
+    whose language is missing gets the program's default language, then English.
+    """
+
+    def __init__(self, template_dir: Path | None = None) -> None:
+        directory = TEMPLATE_DIR if template_dir is None else Path(template_dir)
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(directory)),
+            autoescape=_autoescape,
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            auto_reload=False,  # templates are code: never stat them per message
+        )
+        names = set(self.env.list_templates(extensions=["j2"]))
+        self.languages: frozenset[str] = frozenset(
+            lang
+            for lang in {name.split("/")[0] for name in names if "/" in name}
+            if all(f"{lang}/{t}" in names for t in TOPIC_TEMPLATES)
+        )
+        try:
+            self._templates = {
+                lang: tuple(self.env.get_template(f"{lang}/{t}") for t in TOPIC_TEMPLATES)
+                for lang in self.languages
+            }
+        except jinja2.TemplateError as exc:
+            raise ComposeError(f"topic templates in {directory.name}/ do not load: {exc}") from exc
+        self._countries = {lang: _country_names(lang) for lang in self.languages}
+
+    def language_for(self, language: str, default_language: str) -> str:
+        """The language a participant's mail is written in: theirs, the default, or English.
+
+        A regional tag falls back to its language first: "fr-CA" is written in "fr".
+        """
+        for wanted in (language, default_language, FALLBACK_LANGUAGE):
+            for candidate in (wanted, wanted.lower().replace("_", "-").partition("-")[0]):
+                if candidate in self.languages:
+                    return candidate
+        raise ComposeError(f"no topic templates for {language!r}, {default_language!r} or 'en'")
+
+    def render(self, mail: TopicEmail, *, now: datetime) -> RenderedTopic:
+        """Check ``mail`` and render subject, text and HTML (``now`` must be zone-aware)."""
+        key = mail.idempotency_key
+        if now.tzinfo is None or now.utcoffset() is None:
+            raise ComposeError(f"{key}: now must be a zone-aware datetime, got {now!r}")
+        _check_mail(mail)
+        lang = self.language_for(mail.language, mail.default_language)
+        subject_t, text_t, html_t = self._templates[lang]
+        countries = self._countries[lang]
+        partners = [
+            _partner_view(p, f"partners[{i}]", countries, now, key)
+            for i, p in enumerate(mail.partners)
+        ]
+        url = mail.unsubscribe_url
+        context = {
+            "language": lang,
+            "program_name": _clean_name(mail.program_name),
+            "recipient": {"name": _clean_name(mail.recipient.name), "email": mail.recipient.email},
+            "partners": partners,
+            "round_name": _clean(mail.round_name),
+            "topic_order": mail.topic_order,
+            "topic_title": _clean(mail.topic_title),
+            "log_address": mail.log_address,
+            "reply_address": mail.reply_address,
+            "unsubscribe_address": mail.unsubscribe_address,
+            "unsubscribe_url": url if url and _is_https(url) else None,
+            "log_mailto": _mailto([mail.log_address]),
+            "unsubscribe_mailto": _mailto([mail.unsubscribe_address], subject="unsubscribe"),
+            "write_url": _mailto(
+                [p["email"] for p in partners], cc=mail.log_address, subject=mail.topic_title
+            ),
+            "topic_text": markdown_to_text(mail.topic_markdown),
+            "topic_html": Markup(markdown_to_html(mail.topic_markdown)),
+        }
+        try:
+            subject = _LINE_BREAKS.sub(" ", subject_t.render(context)).strip()
+            context["subject"] = subject
+            text = text_t.render(context)
+            html = html_t.render(context)
+        except jinja2.TemplateError as exc:
+            raise ComposeError(f"{key}: topic templates for {lang!r} failed: {exc}") from exc
+        if not subject:
+            raise ComposeError(f"{key}: template {lang}/topic.subject.j2 rendered an empty subject")
+        return RenderedTopic(language=lang, subject=subject, text=text, html=html)
+
+    def topic(self, mail: TopicEmail, *, now: datetime) -> Message:
+        """The topic email for ``mail.recipient``, dated ``now``; :func:`to_bytes` serializes it."""
+        rendered = self.render(mail, now=now)
+        key = mail.idempotency_key
+        domain = mail.from_address.rpartition("@")[2].lower()
+        msg = MIMEMultipart("alternative", boundary=_boundary(key))
+        msg["From"] = _address_header(_clean_name(mail.program_name), mail.from_address)
+        msg["To"] = _address_header(_clean_name(mail.recipient.name), mail.recipient.email)
+        msg["Subject"] = _text_header(rendered.subject)
+        msg["Date"] = format_datetime(now)
+        msg["Message-ID"] = message_id_for(key, domain)
+        msg["Reply-To"] = mail.reply_address
+        unsubscribe = f"<{_mailto([mail.unsubscribe_address], subject='unsubscribe')}>"
+        url = mail.unsubscribe_url
+        if url and _is_https(url):
+            msg["List-Unsubscribe"] = f"{unsubscribe}, <{url}>"
+            msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        else:
+            msg["List-Unsubscribe"] = unsubscribe
+        msg["Auto-Submitted"] = "auto-generated"
+        msg["Content-Language"] = rendered.language
+        msg.attach(_text_part("plain", rendered.text))
+        msg.attach(_text_part("html", rendered.html))
+        return msg
+
+
+def _autoescape(template_name: str | None) -> bool:
+    return template_name is not None and template_name.endswith(".html.j2")
+
+
+def _check_mail(mail: TopicEmail) -> None:
+    """Raise ComposeError for the first field that could break a header or an address."""
+    key = mail.idempotency_key
+    if not 1 <= len(mail.partners) <= 2:
+        raise ComposeError(f"{key}: partners must hold 1 or 2 people, not {len(mail.partners)}")
+    texts = [
+        ("program_name", mail.program_name),
+        ("recipient.name", mail.recipient.name),
+        ("topic_title", mail.topic_title),
+        ("round_name", mail.round_name),
+    ]
+    texts += [(f"partners[{i}].name", p.name) for i, p in enumerate(mail.partners)]
+    for field, value in texts:
+        _check_header_text(value, field, key)
+        if not value.strip():
+            raise ComposeError(f"{key}: {field} is empty")
+        if len(value) > MAX_TEXT:
+            raise ComposeError(f"{key}: {field} is longer than {MAX_TEXT} characters")
+    addresses = [
+        ("from_address", mail.from_address),
+        ("recipient.email", mail.recipient.email),
+        ("reply_address", mail.reply_address),
+        ("log_address", mail.log_address),
+        ("unsubscribe_address", mail.unsubscribe_address),
+    ]
+    addresses += [(f"partners[{i}].email", p.email) for i, p in enumerate(mail.partners)]
+    for field, value in addresses:
+        _check_header_text(value, field, key)
+        if len(value) > 254 or not _ADDR_SPEC.fullmatch(value):
+            raise ComposeError(f"{key}: {field} {value!r} is not a single plain address")
+    url = mail.unsubscribe_url
+    if url is not None:
+        _check_header_text(url, "unsubscribe_url", key)
+        if _is_https(url) and not _URL.fullmatch(url):
+            raise ComposeError(f"{key}: unsubscribe_url {url!r} is not a plain https URL")
+
+
+def _check_header_text(value: str, field: str, key: str) -> None:
+    found = _FORBIDDEN.search(value)
+    if found:
+        what = {"\r": "a carriage return", "\n": "a line feed", "\x00": "a NUL"}.get(
+            found.group(), "a control character"
+        )
+        code = f"U+{ord(found.group()):04X}"
+        raise ComposeError(f"{key}: {field} contains {what} ({code}); refusing to compose")
+
+
+def _clean(text: str) -> str:
+    """Header-bound text as shown: trimmed, U+2028/U+2029 and runs of spaces read as one space.
+
+    Parsers collapse runs of spaces in a display name anyway; doing it here keeps the header
+    and the body the same.
+    """
+    return _SPACES.sub(" ", text).strip()
+
+
+def _clean_name(text: str) -> str:
+    """A display name as shown: every run of Unicode white space reads as one space.
+
+    Parsers of the phrase in From/To collapse white space (no-break spaces included) inside
+    encoded-words, so the name is normalised once and header and body agree.
+    """
+    return " ".join(text.split())
+
+
+def _is_https(url: str) -> bool:
+    return url[:8].lower() == "https://"
+
+
+def _encoded_words(text: str) -> str:
+    """RFC 2047 B encoded-words of whole characters, each at most 64 characters long.
+
+    For unstructured headers (Subject): decoders drop the space between encoded-words.
+    """
+    words: list[str] = []
+    chunk: list[str] = []
+    size = 0
+    for char in text:
+        n = len(char.encode("utf-8"))
+        if size + n > _ENCODED_WORD_BYTES:
+            words.append("".join(chunk))
+            chunk, size = [], 0
+        chunk.append(char)
+        size += n
+    words.append("".join(chunk))
+    return " ".join(_encoded_word(w) for w in words)
+
+
+def _encoded_word(text: str) -> str:
+    return "=?utf-8?b?" + base64.b64encode(text.encode("utf-8")).decode("ascii") + "?="
+
+
+def _text_header(text: str) -> str:
+    """An unstructured header value: plain words stay readable, runs of the rest are encoded.
+
+    Space between two encoded-words is dropped by decoders, so the spaces inside a run are
+    encoded with it; spaces after a run stay plain.
+    """
+    if not _NEEDS_ENCODING.search(text):
+        return text
+    out: list[str] = []
+    run: list[str] = []
+    for word in [*text.split(" "), "."]:  # a plain sentinel flushes the last run
+        if _NEEDS_ENCODING.search(word) or (run and not word):
+            run.append(word)
+            continue
+        if run:
+            spaces = len(run) - len(" ".join(run).rstrip(" ").split(" "))
+            out.append(_encoded_words(" ".join(run[: len(run) - spaces])))
+            out.extend([""] * spaces)
+            run = []
+        out.append(word)
+    return " ".join(out[:-1])
+
+
+def _address_header(name: str, address: str) -> str:
+    # One encoded-word, even past RFC 2047's 75 characters, as CPython's own generator does:
+    # its parser keeps the space between adjacent encoded-words of a display name.
+    if _NEEDS_ENCODING.search(name):
+        return f"{_encoded_word(name)} <{address}>"
+    return formataddr((name, address))
+
+
+def _boundary(idempotency_key: str) -> str:
+    # "==" never occurs in quoted-printable output, so this cannot collide with a body line.
+    return "==rapport-" + hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()[:24] + "=="
+
+
+def _text_part(subtype: str, body: str) -> MIMENonMultipart:
+    """A UTF-8 quoted-printable text part (binascii's C encoder: email.quoprimime is slow)."""
+    part = MIMENonMultipart("text", subtype, charset="utf-8")
+    del part["MIME-Version"]  # said once, on the message itself
+    part["Content-Transfer-Encoding"] = "quoted-printable"
+    data = body.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
+    part.set_payload(binascii.b2a_qp(data, istext=True).decode("ascii"))
+    return part
+
+
+def _mailto(to: Iterable[str], *, cc: str | None = None, subject: str | None = None) -> str:
+    """A mailto: URL (RFC 6068): addresses and fields percent-encoded as UTF-8."""
+    url = "mailto:" + ",".join(urllib.parse.quote(a, safe="@+") for a in to)
+    fields = {"cc": cc, "subject": _clean(subject) if subject else None}
+    query = {k: v for k, v in fields.items() if v}
+    return url + (
+        "?" + urllib.parse.urlencode(query, quote_via=urllib.parse.quote) if query else ""
+    )
+
+
+def _partner_view(
+    person: Person, field: str, countries: dict[str, str], now: datetime, key: str
+) -> dict[str, str]:
+    try:
+        local = now.astimezone(_zone(person.timezone))
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ComposeError(f"{key}: {field}.timezone {person.timezone!r} is unknown") from exc
+    offset = local.utcoffset()
+    minutes = int(offset.total_seconds() // 60) if offset is not None else 0
+    sign, minutes = ("+" if minutes >= 0 else "-"), abs(minutes)
+    utc = f"UTC{sign}{minutes // 60}" + (f":{minutes % 60:02d}" if minutes % 60 else "")
+    abbrev = local.tzname() or ""
+    label = f"{abbrev}, {utc}" if abbrev[:1].isalpha() and abbrev != "UTC" else utc
+    code = person.country.strip().upper()
+    return {
+        "name": _clean_name(person.name),
+        "email": person.email,
+        "mailto": _mailto([person.email]),
+        "country_code": code,
+        "country": countries.get(code, code),
+        "timezone": person.timezone,
+        "time_zone": f"{person.timezone.replace('_', ' ')} ({label})",
+    }
+
+
+@lru_cache(maxsize=512)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def _country_names(language: str) -> dict[str, str]:
+    """ISO alpha-2 code -> short country name in ``language`` (English when no catalog)."""
+    try:
+        catalog: gettext.NullTranslations = gettext.translation(
+            "iso3166-1", pycountry.LOCALES_DIR, languages=[language]
+        )
+    except OSError:
+        catalog, language = gettext.NullTranslations(), "en"
+    names = {
+        c.alpha_2: catalog.gettext(getattr(c, "common_name", None) or c.name)
+        for c in pycountry.countries
+    }
+    names.update(_COUNTRY_OVERRIDES.get(language, {}))
+    return names
+
+
+# --- Markdown: one renderer for all topics, output cached per topic body ----------------------
+
+_LINK_STYLE = "color:#1a5c9e;text-decoration:underline;"
+_MONO = "font-family:Menlo,Consolas,'Courier New',monospace;font-size:14px;"
+_BLOCK_STYLES = {
+    "p": "margin:0 0 16px 0;",
+    "h1": "margin:24px 0 12px 0;font-size:22px;line-height:1.3;",
+    "h2": "margin:22px 0 10px 0;font-size:19px;line-height:1.3;",
+    "h3": "margin:20px 0 8px 0;font-size:17px;line-height:1.3;",
+    "h4": "margin:18px 0 8px 0;font-size:16px;",
+    "h5": "margin:18px 0 8px 0;font-size:16px;",
+    "h6": "margin:18px 0 8px 0;font-size:16px;",
+    "ul": "margin:0 0 16px 0;padding:0 0 0 24px;",
+    "ol": "margin:0 0 16px 0;padding:0 0 0 24px;",
+    "li": "margin:0 0 6px 0;",
+    "blockquote": "margin:0 0 16px 0;padding:0 0 0 14px;border-left:3px solid #d5d5d0;color:#555;",
+    "hr": "border:0;border-top:1px solid #deded8;margin:24px 0;",
+}
+_PRE_STYLE = _MONO + "margin:0 0 16px 0;padding:12px;background-color:#f3f3ef;white-space:pre-wrap;"
+_CODE_STYLE = _MONO + "background-color:#f3f3ef;padding:1px 4px;"
+
+
+def _add_styles(state: object) -> None:
+    """Core rule: inline CSS on every element, since mail clients drop <style> blocks."""
+    for token in state.tokens:  # type: ignore[attr-defined]
+        if token.nesting >= 0 and token.tag in _BLOCK_STYLES and token.type != "inline":
+            token.attrSet("style", _BLOCK_STYLES[token.tag])
+        for child in token.children or ():
+            if child.type == "link_open":
+                child.attrSet("style", _LINK_STYLE)
+            elif child.type == "code_inline":
+                child.attrSet("style", _CODE_STYLE)
+
+
+def _render_image(self: object, tokens: list[Token], idx: int, options: object, env: object) -> str:
+    """An image becomes a link to it labelled with its alt text: no remote content is loaded."""
+    token = tokens[idx]
+    alt = self.renderInlineAsText(token.children, options, env)  # type: ignore[attr-defined]
+    src = str(token.attrGet("src") or "")
+    label = escapeHtml(alt or src)
+    inside_link = sum(t.nesting for t in tokens[:idx] if t.type in ("link_open", "link_close"))
+    if inside_link or not src.lower().startswith(("https://", "http://")):
+        return label
+    return f'<a href="{escapeHtml(src)}" style="{_LINK_STYLE}">{label}</a>'
+
+
+def _render_code(self: object, tokens: list[Token], idx: int, options: object, env: object) -> str:
+    content = escapeHtml(tokens[idx].content)
+    return f'<pre style="{_PRE_STYLE}"><code>{content}</code></pre>\n'
+
+
+def _markdown() -> MarkdownIt:
+    md = MarkdownIt("commonmark", {"html": False})  # raw HTML in a topic is shown, never obeyed
+    md.core.ruler.push("rapport_inline_styles", _add_styles)
+    md.add_render_rule("image", _render_image)
+    md.add_render_rule("fence", _render_code)
+    md.add_render_rule("code_block", _render_code)
+    return md
+
+
+_MD = _markdown()
+
+
+@lru_cache(maxsize=128)
+def markdown_to_html(markdown: str) -> str:
+    """Email-safe HTML for a topic body: inline styles, no images, raw HTML escaped."""
+    return _MD.render(markdown)
+
+
+@lru_cache(maxsize=128)
+def markdown_to_text(markdown: str) -> str:
+    """Readable plain text for a topic body: underlined headings, "- " lists, "text (url)"."""
+    out: list[str] = []
+    quote = 0
+    widths: list[int] = []  # marker width of each open list item, outermost first
+    pending: str | None = None  # marker waiting for the first line of the current item
+
+    def emit(text: str, blank: bool) -> None:
+        nonlocal pending
+        for line in text.split("\n"):
+            if pending is not None:
+                lead, pending = " " * sum(widths[:-1]) + pending, None
+            else:
+                lead = " " * sum(widths)
+            out.append(("> " * quote + lead + line).rstrip())
+        if blank:
+            out.append((">" * quote).rstrip())
+
+    tokens = _MD.parse(markdown)
+    for i, token in enumerate(tokens):
+        kind = token.type
+        if kind == "inline":
+            text = _inline_text(token.children or [])
+            opener = tokens[i - 1]
+            if opener.type == "heading_open":
+                underline = {"h1": "=", "h2": "-"}.get(opener.tag)
+                width = max((_width(line) for line in text.split("\n")), default=0)
+                emit(text + (f"\n{underline * width}" if underline else ""), blank=True)
+            else:
+                emit(text, blank=not opener.hidden)
+        elif kind == "list_item_open":
+            marker = f"{token.info}{token.markup} " if token.info else "- "
+            widths.append(len(marker))
+            pending = marker
+        elif kind == "list_item_close":
+            widths.pop()
+        elif kind in ("bullet_list_close", "ordered_list_close") and not widths:
+            emit("", blank=False)
+        elif kind == "blockquote_open":
+            quote += 1
+        elif kind == "blockquote_close":
+            if out and not out[-1].strip("> "):
+                out.pop()
+            quote -= 1
+            emit("", blank=False)
+        elif kind in ("fence", "code_block"):
+            emit("\n".join("    " + line for line in token.content.rstrip("\n").split("\n")), True)
+        elif kind == "hr":
+            emit("* * *", blank=True)
+    lines: list[str] = []
+    for line in out:  # collapse runs of blank lines left by nested blocks
+        if line.strip("> ") or (lines and lines[-1].strip("> ")):
+            lines.append(line)
+    return "\n".join(lines).strip("\n") + "\n"
+
+
+def _inline_text(children: list[Token]) -> str:
+    parts: list[str] = []
+    links: list[tuple[str, int]] = []
+    for child in children:
+        kind = child.type
+        if kind in ("text", "code_inline"):
+            parts.append(child.content)
+        elif kind == "softbreak":
+            parts.append(" ")
+        elif kind == "hardbreak":
+            parts.append("\n")
+        elif kind in ("strong_open", "strong_close"):
+            parts.append("*")
+        elif kind == "link_open":
+            links.append((str(child.attrGet("href") or ""), len(parts)))
+        elif kind == "link_close" and links:
+            href, start = links.pop()
+            label = "".join(parts[start:])
+            if href and href not in (label, "mailto:" + label):
+                parts.append(f" ({href})")
+        elif kind == "image":
+            alt = _inline_text(child.children or [])
+            src = "" if links else str(child.attrGet("src") or "")
+            parts.append(f"{alt} ({src})" if alt and src else alt or src)
+    return "".join(parts)
+
+
+def _width(line: str) -> int:
+    """Columns a line takes in a monospaced font: East Asian wide characters take two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in line)
