@@ -12,11 +12,13 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from mailer import outbox
-from mailer.compose import ComposeError, Composer, to_bytes
+from mailer.ahead import ComposeAhead
+from mailer.compose import Composer
 from mailer.render import Renderer
 from mailer.smtp import (
     SmtpConnection,
@@ -76,125 +78,141 @@ def deliver(
     dry_run: bool = False,
     progress: Progress | None = None,
     rng: random.Random | None = None,
-    batch_size: int = 500,
+    batch_size: int = 200,
 ) -> DeliveryResult:
-    """One delivery pass at ``now`` (UTC-aware).  ``limit`` caps the messages sent."""
+    """One delivery pass at ``now`` (UTC-aware).  ``limit`` caps the messages sent.
+
+    Each message gets its own transactions: the claim (``sending``) commits before the DATA, and
+    the ``sent`` mark commits with the next message's claim (or at the end of the pass), so a
+    message costs one commit, and a crash between two messages leaves at most the last one
+    ``sending``, to be reported as uncertain.
+    """
     result = DeliveryResult()
     rng = rng or random.Random()
     owner = outbox.owner_id()
-    renderer = Renderer(engine, settings=settings, composer=composer)
     if not dry_run:
         with engine.begin() as connection:
             result.recovered = outbox.recover(connection, now, settings.outbox.lease)
     budget, budget_reason = rate_budget(engine, settings, now)
-    cap = (
-        min(x for x in (limit, budget) if x is not None)
-        if (limit, budget) != (None, None)
-        else None
-    )
+    caps = [x for x in (limit, budget) if x is not None]
+    cap = min(caps) if caps else None
     with engine.connect() as connection:
         suppressed = outbox.suppressed_addresses(connection)
     lateness = settings.schedule.max_lateness
     redirect = settings.smtp.redirect_all_to
     sender = settings.program.from_address
-    connection_ = SmtpConnection(endpoint)
-    after = 0
+    smtp = SmtpConnection(endpoint)
+    with engine.connect() as connection:
+        worker = not dry_run and outbox.count_due(connection, now) > batch_size
+    producer = ComposeAhead(
+        engine,
+        Renderer(engine, settings=settings, composer=composer),
+        composer,
+        now,
+        batch_size,
+        worker=worker,
+    )
+    unflushed: list[int] = []  # rows sent whose "sent" mark rides on the next transaction
+    # One connection for the pass's writes: a transaction per message, no pool round trip.
+    writer = engine.connect()
+
+    def write() -> Any:
+        """A transaction that first records the messages already sent."""
+        return _Flushing(writer, unflushed, now)
+
     handled = 0
     try:
-        while cap is None or handled < cap:
-            with engine.begin() as connection:
-                ids = outbox.due_ids(connection, now, batch_size, after)
-            if not ids:
+        for composed in producer:
+            if cap is not None and handled >= cap:
                 break
-            after = ids[-1]
-            for item in renderer.load(ids):
-                if cap is not None and handled >= cap:
-                    break
-                row = item.row
-                if row.to_address in suppressed:
-                    result.suppressed += 1
-                    if not dry_run:
-                        with engine.begin() as connection:
-                            outbox.mark_status(
-                                connection,
-                                row.id,
-                                now,
-                                SUPPRESSED,
-                                f"{row.to_address} is suppressed",
-                            )
-                    continue
-                if row.attempts == 0 and row.due_at + lateness < now:
-                    result.late += 1
-                    if not dry_run:
-                        with engine.begin() as connection:
-                            outbox.mark_status(
-                                connection, row.id, now, LATE, f"more than {lateness} late"
-                            )
-                    continue
-                try:
-                    data = to_bytes(renderer.compose(item, now=now))
-                except ComposeError as exc:
-                    result.failed += 1
-                    result.errors.append(f"row {row.id}: {exc}")
-                    if not dry_run:
-                        with engine.begin() as connection:
-                            outbox.mark_failed(connection, row.id, now, str(exc))
-                    continue
-                handled += 1
-                if dry_run:
-                    result.would_send += 1
-                    continue
-                with engine.begin() as connection:
-                    if not outbox.claim(connection, row.id, owner, now):
-                        result.skipped += 1
-                        handled -= 1
-                        continue
-                if redirect:
-                    data = f"X-Rapport-Redirected-From: {row.to_address}\r\n".encode() + data
-                recipient = redirect or row.to_address
-                try:
-                    connection_.send(sender, recipient, data)
-                except SmtpUnavailable as exc:
-                    with engine.begin() as connection:
-                        outbox.release(connection, row.id, now)
-                    result.stopped = f"SMTP server unavailable: {exc}"
-                    return result
-                except SmtpUncertain as exc:
-                    result.uncertain += 1
-                    with engine.begin() as connection:
-                        outbox.mark_uncertain(connection, row.id, now, str(exc))
-                except SmtpPermanent as exc:
-                    result.failed += 1
-                    with engine.begin() as connection:
-                        outbox.mark_failed(connection, row.id, now, str(exc))
-                        if exc.stage == "rcpt" and not redirect:
-                            outbox.suppress(connection, row.to_address, "smtp_5xx", str(exc), now)
-                            suppressed.add(row.to_address)
-                except SmtpTransient as exc:
-                    with engine.begin() as connection:
-                        retried = outbox.mark_retry(
-                            connection,
-                            row.id,
-                            now,
-                            str(exc),
-                            attempts=row.attempts + 1,
-                            max_attempts=settings.outbox.max_attempts,
-                            base=settings.outbox.retry_base,
-                            cap=settings.outbox.retry_max,
-                            rng=rng,
+            row = composed.item.row
+            if row.to_address in suppressed:
+                result.suppressed += 1
+                if not dry_run:
+                    with write() as connection:
+                        outbox.mark_status(
+                            connection, row.id, now, SUPPRESSED, f"{row.to_address} is suppressed"
                         )
-                    if retried:
-                        result.retry += 1
-                    else:
-                        result.failed += 1
+                continue
+            if row.attempts == 0 and row.due_at + lateness < now:
+                result.late += 1
+                if not dry_run:
+                    with write() as connection:
+                        outbox.mark_status(
+                            connection, row.id, now, LATE, f"more than {lateness} late"
+                        )
+                continue
+            if composed.data is None:
+                result.failed += 1
+                result.errors.append(composed.error or f"outbox row {row.id}: cannot compose")
+                if not dry_run:
+                    with write() as connection:
+                        outbox.mark_failed(
+                            connection, row.id, now, composed.error or "cannot compose"
+                        )
+                continue
+            handled += 1
+            if dry_run:
+                result.would_send += 1
+                continue
+            with write() as connection:
+                claimed = outbox.claim(connection, row.id, owner, now)
+            if not claimed:
+                result.skipped += 1
+                handled -= 1
+                continue
+            data = composed.data
+            if redirect:
+                data = f"X-Rapport-Redirected-From: {row.to_address}\r\n".encode() + data
+            try:
+                smtp.send(sender, redirect or row.to_address, data)
+            except SmtpUnavailable as exc:
+                with write() as connection:
+                    outbox.release(connection, row.id, now)
+                result.stopped = f"SMTP server unavailable: {exc}"
+                return result
+            except SmtpUncertain as exc:
+                result.uncertain += 1
+                with write() as connection:
+                    outbox.mark_uncertain(connection, row.id, now, str(exc))
+            except SmtpPermanent as exc:
+                result.failed += 1
+                with write() as connection:
+                    outbox.mark_failed(connection, row.id, now, str(exc))
+                    if exc.stage == "rcpt" and not redirect:
+                        outbox.suppress(connection, row.to_address, "smtp_5xx", str(exc), now)
+                        suppressed.add(row.to_address)
+            except SmtpTransient as exc:
+                with write() as connection:
+                    retried = outbox.mark_retry(
+                        connection,
+                        row.id,
+                        now,
+                        str(exc),
+                        attempts=row.attempts + 1,
+                        max_attempts=settings.outbox.max_attempts,
+                        base=settings.outbox.retry_base,
+                        cap=settings.outbox.retry_max,
+                        rng=rng,
+                    )
+                if retried:
+                    result.retry += 1
                 else:
-                    result.sent += 1
-                    with engine.begin() as connection:
-                        outbox.mark_sent(connection, row.id, now)
-                if progress:
-                    progress(handled, cap or 0)
+                    result.failed += 1
+            else:
+                result.sent += 1
+                unflushed.append(row.id)
+            if progress:
+                progress(handled, cap or 0)
     finally:
-        connection_.close()
+        producer.close()
+        try:
+            if unflushed:
+                with write():
+                    pass
+        finally:
+            writer.close()
+            smtp.close()
     if cap is not None and budget is not None and cap == budget and handled >= cap:
         with engine.connect() as connection:
             left = len(outbox.due_ids(connection, now, 1))
@@ -203,3 +221,24 @@ def deliver(
                 f"rate limit smtp.{budget_reason} reached; the rest waits for the next pass"
             )
     return result
+
+
+class _Flushing:
+    """A transaction on ``connection`` that first marks the rows in ``unflushed`` sent."""
+
+    def __init__(self, connection: Connection, unflushed: list[int], now: datetime) -> None:
+        self.connection = connection
+        self.unflushed, self.now = unflushed, now
+
+    def __enter__(self) -> Connection:
+        self.transaction = self.connection.begin()
+        for row_id in self.unflushed:
+            outbox.mark_sent(self.connection, row_id, self.now)
+        return self.connection
+
+    def __exit__(self, *exc: Any) -> None:
+        if exc[0] is None:
+            self.transaction.commit()
+            self.unflushed.clear()
+        else:
+            self.transaction.rollback()

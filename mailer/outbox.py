@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
@@ -28,6 +28,7 @@ from program.errors import NotFound, StateError
 from program.models import (
     FAILED,
     LATE,
+    OUTBOX,
     OUTBOX_STATES,
     PENDING,
     RETRY,
@@ -35,13 +36,10 @@ from program.models import (
     SENDING,
     SENT,
     SUPPRESSED,
+    SUPPRESSIONS,
     UNCERTAIN,
-    OutboxMessage,
-    Suppression,
 )
 
-OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
-SUPPRESSIONS = Suppression.__table__  # type: ignore[attr-defined]
 ERROR_LIMIT = 1000
 
 
@@ -105,32 +103,57 @@ def existing_keys(session: Session, prefix: str) -> set[str]:
     return set(session.connection().execute(query).scalars())
 
 
-def due_ids(connection: Connection, now: datetime, limit: int, after: int = 0) -> list[int]:
-    """Ids of rows ready to send at ``now`` (oldest due first), skipping rows up to ``after``."""
-    ready = and_(
+def _ready(now: datetime) -> Any:
+    return and_(
         OUTBOX.c.status.in_(SENDABLE),
         OUTBOX.c.due_at <= now,
         or_(OUTBOX.c.next_attempt_at.is_(None), OUTBOX.c.next_attempt_at <= now),
     )
-    query = select(OUTBOX.c.id).where(ready, OUTBOX.c.id > after).order_by(OUTBOX.c.id).limit(limit)
+
+
+def count_due(connection: Connection, now: datetime) -> int:
+    """How many rows are ready to send at ``now``."""
+    return int(
+        connection.execute(select(func.count()).select_from(OUTBOX).where(_ready(now))).scalar_one()
+    )
+
+
+def due_ids(connection: Connection, now: datetime, limit: int, after: int = 0) -> list[int]:
+    """Ids of rows ready to send at ``now`` (oldest due first), skipping rows up to ``after``."""
+    query = (
+        select(OUTBOX.c.id)
+        .where(_ready(now), OUTBOX.c.id > after)
+        .order_by(OUTBOX.c.id)
+        .limit(limit)
+    )
     if connection.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     return list(connection.execute(query).scalars())
 
 
+# Built once: these run once or twice per message, and a prepared statement skips SQLAlchemy's
+# per-call construction and compile-cache lookup work.
+_CLAIM = (
+    update(OUTBOX)
+    .where(OUTBOX.c.id == bindparam("b_id"), OUTBOX.c.status.in_(SENDABLE))
+    .values(
+        status=SENDING,
+        claimed_by=bindparam("b_owner"),
+        sending_at=bindparam("b_now"),
+        attempts=OUTBOX.c.attempts + 1,
+        updated_at=bindparam("b_now"),
+    )
+)
+_SENT = (
+    update(OUTBOX)
+    .where(OUTBOX.c.id == bindparam("b_id"))
+    .values(status=SENT, sent_at=bindparam("b_now"), last_error=None, updated_at=bindparam("b_now"))
+)
+
+
 def claim(connection: Connection, row_id: int, owner: str, now: datetime) -> bool:
     """Mark one sendable row ``sending`` for ``owner``; False if someone else got it first."""
-    result = connection.execute(
-        update(OUTBOX)
-        .where(OUTBOX.c.id == row_id, OUTBOX.c.status.in_(SENDABLE))
-        .values(
-            status=SENDING,
-            claimed_by=owner,
-            sending_at=now,
-            attempts=OUTBOX.c.attempts + 1,
-            updated_at=now,
-        )
-    )
+    result = connection.execute(_CLAIM, {"b_id": row_id, "b_owner": owner, "b_now": now})
     return result.rowcount == 1
 
 
@@ -141,7 +164,7 @@ def _set(connection: Connection, row_id: int, now: datetime, **values: Any) -> N
 
 
 def mark_sent(connection: Connection, row_id: int, now: datetime) -> None:
-    _set(connection, row_id, now, status=SENT, sent_at=now, last_error=None)
+    connection.execute(_SENT, {"b_id": row_id, "b_now": now})
 
 
 def mark_uncertain(connection: Connection, row_id: int, now: datetime, reason: str) -> None:
@@ -257,7 +280,7 @@ def suppress(connection: Connection, email: str, reason: str, detail: str, now: 
 def counts(session: Session) -> dict[str, int]:
     """Rows per status, every status present (zeros included)."""
     query = select(OUTBOX.c.status, func.count()).group_by(OUTBOX.c.status)
-    found = dict(session.connection().execute(query).all())
+    found: dict[str, int] = dict(session.connection().execute(query).all())
     return {state: int(found.get(state, 0)) for state in OUTBOX_STATES}
 
 
@@ -290,7 +313,8 @@ def retry_by_hand(session: Session, row_id: int, now: datetime) -> str:
     status, address = row
     if status not in RETRYABLE_BY_HAND:
         raise StateError(
-            f"outbox row {row_id} is {status}; only {', '.join(RETRYABLE_BY_HAND)} rows can be retried"
+            f"outbox row {row_id} is {status};"
+            f" only {', '.join(RETRYABLE_BY_HAND)} rows can be retried"
         )
     if (
         status == SUPPRESSED

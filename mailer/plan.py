@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlmodel import Session
 
 from mailer import outbox
@@ -21,13 +22,13 @@ from mailer.compose import message_id_for
 from program import calendar
 from program.models import (
     LATE,
+    MEMBERSHIPS,
+    PARTICIPANTS,
+    PARTNERSHIPS,
     PENDING,
+    ROUNDS,
     SUPPRESSED,
-    Membership,
-    Participant,
-    Partnership,
-    Round,
-    Topic,
+    TOPICS,
 )
 from program.replykey import reply_key
 from program.settings import Settings
@@ -55,22 +56,17 @@ def topic_key(round_name: str, seq: int, participant_id: int) -> str:
     return f"topic/{round_name}/{seq}/{participant_id}"
 
 
-def _members(session: Session, round_id: int) -> list[tuple[int, int, str, str, str]]:
+def _members(connection: Connection, round_id: int) -> list[Any]:
     """(partnership id, participant id, email, zone, status) for active partnerships."""
+    p, m, ps = PARTICIPANTS, MEMBERSHIPS, PARTNERSHIPS
     query = (
-        select(
-            Membership.partnership_id,
-            Participant.id,
-            Participant.email,
-            Participant.timezone,
-            Participant.status,
-        )
-        .join(Participant, Participant.id == Membership.participant_id)  # type: ignore[arg-type]
-        .join(Partnership, Partnership.id == Membership.partnership_id)  # type: ignore[arg-type]
-        .where(Membership.round_id == round_id, Partnership.status == "active")
-        .order_by(Membership.partnership_id, Membership.position)
+        select(m.c.partnership_id, p.c.id, p.c.email, p.c.timezone, p.c.status)
+        .join(p, p.c.id == m.c.participant_id)
+        .join(ps, ps.c.id == m.c.partnership_id)
+        .where(m.c.round_id == round_id, ps.c.status == "active")
+        .order_by(m.c.partnership_id, m.c.position)
     )
-    return [tuple(row) for row in session.connection().execute(query).all()]  # type: ignore[misc]
+    return list(connection.execute(query).all())
 
 
 def plan_topics(
@@ -88,15 +84,16 @@ def plan_topics(
     domain = settings.program.from_address.rsplit("@", 1)[1]
     horizon: date = (now + _AHEAD).date()
     suppressed = outbox.suppressed_addresses(session.connection())
-    rounds = session.exec(
-        select(Round).where(Round.status == "active", Round.start <= horizon)
-    ).all()  # type: ignore[call-overload]
-    for (round_,) in rounds:
-        topics = session.exec(
-            select(Topic).where(Topic.round_id == round_.id).order_by(Topic.seq)
-        ).all()  # type: ignore[call-overload]
+    connection = session.connection()
+    rounds = connection.execute(
+        select(ROUNDS).where(ROUNDS.c.status == "active", ROUNDS.c.start <= horizon)
+    ).all()
+    for round_ in rounds:
+        topics = connection.execute(
+            select(TOPICS).where(TOPICS.c.round_id == round_.id).order_by(TOPICS.c.seq)
+        ).all()
         due_topics = []
-        for (topic,) in topics:
+        for topic in topics:
             day = calendar.topic_send_date(
                 round_.start, round_.cadence_days, topic.seq, topic.send_on
             )
@@ -104,7 +101,7 @@ def plan_topics(
                 due_topics.append((topic, day))
         if not due_topics:
             continue
-        members = _members(session, round_.id)
+        members = _members(connection, round_.id)
         instants: dict[tuple[date, str], datetime] = {}
         for topic, day in due_topics:
             prefix = f"topic/{round_.name}/{topic.seq}/"

@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from mailer import outbox
-from mailer.compose import ComposeError, Composer, Person, TopicEmail
-from program.models import Membership, Participant, Round, Topic, TopicText
+from mailer.compose import Composer, Person, TopicEmail
+from program.models import MEMBERSHIPS, PARTICIPANTS, ROUNDS, TOPIC_TEXTS, TOPICS
 from program.settings import Settings
 
 
@@ -36,7 +36,7 @@ def address_for(template: str, key: str) -> str:
 
 
 def pick_text(texts: dict[tuple[int, str], Any], topic_id: int, language: str, default: str) -> Any:
-    """The topic's text in the participant's language (pt-BR, else pt), else the program's, else any."""
+    """The topic's text in the participant's language (pt-BR, else pt), else the program's."""
     base = language.split("-", 1)[0]
     for lang in (language, base, default, "en"):
         if (topic_id, lang) in texts:
@@ -61,11 +61,11 @@ class Renderer:
         """The rows ``ids`` (those still there), each with its context, in id order."""
         if not ids:
             return
-        participants = Participant.__table__  # type: ignore[attr-defined]
-        members = Membership.__table__  # type: ignore[attr-defined]
-        texts = TopicText.__table__  # type: ignore[attr-defined]
-        topics = Topic.__table__  # type: ignore[attr-defined]
-        rounds = Round.__table__  # type: ignore[attr-defined]
+        participants = PARTICIPANTS
+        members = MEMBERSHIPS
+        texts = TOPIC_TEXTS
+        topics = TOPICS
+        rounds = ROUNDS
         with self.engine.connect() as connection:
             rows = connection.execute(
                 select(outbox.OUTBOX)
@@ -147,12 +147,6 @@ class Renderer:
             round_name,
         )
 
-    def compose(self, item: Item, *, now: datetime) -> Message:
-        """The message for ``item``; raises ComposeError when it cannot be built."""
-        if item.context is None:
-            raise ComposeError(f"outbox row {item.row.id} ({item.row.key}): {item.problem}")
-        return self.composer.topic(item.context, now=now)
-
 
 def topic_email(
     settings: Settings,
@@ -204,11 +198,11 @@ def preview(
     from program.errors import NotFound
     from program.replykey import reply_key
 
-    participants = Participant.__table__  # type: ignore[attr-defined]
-    members = Membership.__table__  # type: ignore[attr-defined]
-    rounds = Round.__table__  # type: ignore[attr-defined]
-    topics = Topic.__table__  # type: ignore[attr-defined]
-    texts = TopicText.__table__  # type: ignore[attr-defined]
+    participants = PARTICIPANTS
+    members = MEMBERSHIPS
+    rounds = ROUNDS
+    topics = TOPICS
+    texts = TOPIC_TEXTS
     with engine.connect() as connection:
         person = connection.execute(
             select(participants).where(participants.c.email == email.strip().lower())

@@ -71,7 +71,8 @@ def check_address(text: str, *, template: bool = False) -> str:
     if template:
         if text.count("{key}") != 1 or text.index("{key}") > text.find("@"):
             raise _Bad(
-                f"must contain {{key}} once, before the @ (like coordinators+{{key}}@example.org); got {text!r}"
+                "must contain {key} once, before the @ (like coordinators+{key}@example.org);"
+                f" got {text!r}"
             )
         text_to_check = text.replace("{key}", "k")
     else:
@@ -101,9 +102,8 @@ def _parse(value: Any, meta: Mapping[str, Any]) -> Any:
         return parse_duration(value)
     if kind == "time":
         return parse_time(value)
-    if kind == "choice":
-        if value not in meta["choices"]:
-            raise _Bad(f"expected one of {', '.join(meta['choices'])}; got {value!r}")
+    if kind == "choice" and value not in meta["choices"]:
+        raise _Bad(f"expected one of {', '.join(meta['choices'])}; got {value!r}")
     if kind == "zone":
         try:
             ZoneInfo(value)
@@ -287,8 +287,9 @@ def example_config(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> 
     out = [
         "# Rapport configuration. Every key is listed with its default; uncomment to change it.",
         '# Times of day are "HH:MM"; durations take a unit: "90s", "30m", "36h", "3d".',
-        "# Secrets are never written here: the reply-key secret comes from $RAPPORT_SECRET (or the",
-        "# systemd credential rapport-secret), the SMTP password from the variable smtp.password_env.",
+        "# Secrets are never written here: the reply-key secret comes from $RAPPORT_SECRET (or",
+        "# the systemd credential rapport-secret), the SMTP password from the variable named by",
+        "# smtp.password_env.",
     ]
     for name, cls in SECTIONS.items():
         out += ["", f"[{name}]"]

@@ -7,8 +7,9 @@ Schema changes go through an Alembic migration in program/migrations/versions; t
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import cast
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlalchemy import Column, Index, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 # Outbox states.  "pending" and "retry" are waiting to be sent; "sending" is a row whose DATA may
@@ -163,3 +164,19 @@ class Suppression(SQLModel, table=True):
     reason: str = Field(max_length=40)  # smtp_5xx | bounce | unsubscribe | manual
     detail: str = Field(default="", max_length=1000)
     created_at: datetime
+
+
+def table(model: type[SQLModel]) -> Table:
+    """The Core table behind a model, for the fast paths that use SQLAlchemy Core."""
+    return cast(Table, model.__table__)  # type: ignore[attr-defined]
+
+
+ROUNDS = table(Round)
+PARTICIPANTS = table(Participant)
+COORDINATORS = table(Coordinator)
+PARTNERSHIPS = table(Partnership)
+MEMBERSHIPS = table(Membership)
+TOPICS = table(Topic)
+TOPIC_TEXTS = table(TopicText)
+OUTBOX = table(OutboxMessage)
+SUPPRESSIONS = table(Suppression)

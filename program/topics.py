@@ -28,9 +28,10 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from program.csvinput import Invalid, check_language, read_text
 from program.errors import InputError, NotFound, Problem
 from program.models import Round, Topic, TopicText
-from program.roster import ImportReport, Invalid, check_language, read_text
+from program.roster import ImportReport
 
 __all__ = ["import_topics"]
 
@@ -300,3 +301,45 @@ def _check_dates(base: _File, round_: Round, folder: _Folder) -> None:
     elif round_.end is not None and send_on > round_.end:
         message = f"{send_on} is after round {round_.name} ends ({round_.end})"
         folder.warnings.append(Problem(str(base.path), line, None, "send_on", message))
+
+
+@dataclass(frozen=True)
+class ScheduledTopic:
+    """One line of `rapport topics list`."""
+
+    round_name: str
+    order: int
+    send_date: date
+    languages: tuple[str, ...]
+    title: str
+
+
+def schedule(
+    *, session: Session, round_name: str | None, default_language: str
+) -> list[ScheduledTopic]:
+    """Every topic with its send date, by round start then order; NotFound for an unknown round."""
+    from program import calendar
+
+    query = select(Round).order_by(col(Round.start), col(Round.name))
+    if round_name:
+        query = query.where(Round.name == round_name)
+    rounds = list(session.exec(query))
+    if round_name and not rounds:
+        raise NotFound(f"round {round_name}: no such round")
+    out = []
+    for round_ in rounds:
+        for topic in session.exec(
+            select(Topic).where(Topic.round_id == round_.id).order_by(col(Topic.seq))
+        ):
+            texts = {
+                t.language: t
+                for t in session.exec(select(TopicText).where(TopicText.topic_id == topic.id))
+            }
+            text = texts.get(default_language) or texts[sorted(texts)[0]]
+            day = calendar.topic_send_date(
+                round_.start, round_.cadence_days, topic.seq, topic.send_on
+            )
+            out.append(
+                ScheduledTopic(round_.name, topic.seq, day, tuple(sorted(texts)), text.title)
+            )
+    return out

@@ -165,10 +165,11 @@ def _cmd_init(ctx: Context) -> int:
     if not path.parent.is_dir():
         raise UsageError(f"{path.parent}: no such folder")
     path.write_text(example_config(), encoding="utf-8")
-    before, after = upgrade(ctx.engine(current=False))
+    _, after = upgrade(ctx.engine(current=False))
     print(f"wrote {path}; database {database_url(ctx.settings)} at migration {after}")
     print(
-        "next: edit the [program] and [smtp] sections, set RAPPORT_SECRET, then `rapport import ...`"
+        "next: edit the [program] and [smtp] sections, set RAPPORT_SECRET,"
+        " then `rapport import ...`"
     )
     return 0
 

@@ -9,19 +9,18 @@ import os
 import sys
 from collections.abc import Callable
 from datetime import datetime
+from email.header import decode_header, make_header
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
 from sqlmodel import Session
 
 from mailer import outbox
 from mailer.compose import Composer
 from mailer.render import preview
-from program import calendar, roster
+from program import roster, topics
 from program.config import reply_secret
 from program.errors import NotFound
-from program.models import Round, Topic, TopicText
 from program.store import session_scope
 from rapport import jobs
 
@@ -104,7 +103,8 @@ def cmd_round(ctx: Context) -> int:
             )
             end = f" to {created.end}" if created.end else ""
             print(
-                f"round {created.name}: starts {created.start}{end}, a topic every {created.cadence_days} days"
+                f"round {created.name}: starts {created.start}{end},"
+                f" a topic every {created.cadence_days} days"
             )
             return 0
         rows = [
@@ -117,34 +117,16 @@ def cmd_round(ctx: Context) -> int:
 
 def cmd_topics(ctx: Context) -> int:
     args = ctx.args
-    lines: list[list[str]] = []
     with session_scope(ctx.engine()) as session:
-        query = select(Round).order_by(Round.start)  # type: ignore[arg-type]
-        if args.round_name:
-            query = query.where(Round.name == args.round_name)
-        rounds = list(session.exec(query).scalars())  # type: ignore[call-overload]
-        if args.round_name and not rounds:
-            raise NotFound(f"round {args.round_name}: no such round")
-        for round_ in rounds:
-            topics = session.exec(
-                select(Topic).where(Topic.round_id == round_.id).order_by(Topic.seq)
-            ).scalars()  # type: ignore[call-overload]
-            for topic in topics:
-                texts = {
-                    t.language: t
-                    for t in session.exec(
-                        select(TopicText).where(TopicText.topic_id == topic.id)
-                    ).scalars()  # type: ignore[call-overload]
-                }
-                day = calendar.topic_send_date(
-                    round_.start, round_.cadence_days, topic.seq, topic.send_on
-                )
-                text = texts.get(ctx.settings.program.default_language) or next(
-                    iter(texts.values())
-                )
-                lines.append(
-                    [round_.name, str(topic.seq), str(day), " ".join(sorted(texts)), text.title]
-                )
+        scheduled = topics.schedule(
+            session=session,
+            round_name=args.round_name,
+            default_language=ctx.settings.program.default_language,
+        )
+    lines = [
+        [t.round_name, str(t.order), str(t.send_date), " ".join(t.languages), t.title]
+        for t in scheduled
+    ]
     print(
         _table(lines, ["round", "#", "send on", "languages", "title"]) if lines else "no topics yet"
     )
@@ -165,14 +147,18 @@ def cmd_preview(ctx: Context) -> int:
         now=ctx.now,
     )
     for name in ("From", "To", "Reply-To", "Subject", "Date", "Message-ID"):
-        print(f"{name}: {message[name]}")
+        print(f"{name}: {make_header(decode_header(str(message[name])))}")
     print()
     html = None
     for part in message.walk():
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            continue
+        text = payload.decode(part.get_content_charset() or "utf-8")
         if part.get_content_type() == "text/plain":
-            print(part.get_payload(decode=True).decode(part.get_content_charset() or "utf-8"))
+            print(text)
         elif part.get_content_type() == "text/html":
-            html = part.get_payload(decode=True).decode(part.get_content_charset() or "utf-8")
+            html = text
     if args.html:
         if html is None:  # pragma: no cover - every topic email has an HTML part
             raise NotFound("this message has no HTML part")
@@ -219,8 +205,9 @@ def cmd_outbox(ctx: Context) -> int:
         print("  ".join(f"{state} {n}" for state, n in counts.items()))
         if counts["uncertain"]:
             print(
-                f"{counts['uncertain']} uncertain: the process sending them stopped before the server"
-                " answered; they may have arrived. Check, then `rapport outbox retry ID` to send again."
+                f"{counts['uncertain']} uncertain: the process sending them stopped before the"
+                " server answered; they may have arrived. Check, then `rapport outbox retry ID`"
+                " to send again."
             )
     table = [
         [

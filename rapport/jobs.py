@@ -90,6 +90,7 @@ def send(
     limit: int | None = None,
     dry_run: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    batch_size: int = 200,
 ) -> SendResult:
     """Plan what is due at ``now`` and deliver it (``rapport send``)."""
     endpoint = smtp_endpoint(settings)
@@ -106,5 +107,6 @@ def send(
         limit=limit,
         dry_run=dry_run,
         progress=progress,
+        batch_size=batch_size,
     )
     return SendResult(plan, delivery, dry_run)

@@ -1,4 +1,4 @@
-"""Tests for mailer/compose.py: templates, headers, MIME structure, escaping, header safety."""
+"""Tests for mailer/compose.py and topicmd.py: templates, headers, MIME, escaping, header safety."""
 
 from __future__ import annotations
 
@@ -24,11 +24,10 @@ from mailer.compose import (
     Composer,
     Person,
     TopicEmail,
-    markdown_to_html,
-    markdown_to_text,
     message_id_for,
     to_bytes,
 )
+from mailer.topicmd import markdown_to_html, markdown_to_text
 from program.errors import RapportError
 
 NOW = datetime(2026, 3, 2, 8, 0, tzinfo=ZoneInfo("Europe/Warsaw"))

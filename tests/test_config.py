@@ -120,7 +120,7 @@ def test_plaintext_smtp_only_to_loopback() -> None:
     remote = GOOD.replace('# host = "localhost"', 'host = "mail.example.org"').replace(
         '# security = "starttls"', 'security = "none"'
     )
-    with pytest.raises(ConfigError, match="plaintext SMTP to 'mail.example.org' is refused"):
+    with pytest.raises(ConfigError, match=r"plaintext SMTP to 'mail\.example\.org' is refused"):
         parse_config(remote, "config.toml")
     allowed = remote.replace("# allow_plaintext = false", "allow_plaintext = true")
     assert parse_config(allowed, "config.toml").smtp.security == "none"
@@ -146,7 +146,7 @@ def test_relative_sqlite_path_is_relative_to_the_config_file(tmp_path: Path) -> 
 
 def test_missing_config_file_says_how_to_make_one(tmp_path: Path) -> None:
     """A missing file names itself and suggests `rapport init`."""
-    with pytest.raises(ConfigError, match="no such config file.*rapport init"):
+    with pytest.raises(ConfigError, match=r"no such config file.*rapport init"):
         load_config(tmp_path / "nope.toml")
 
 

@@ -1,4 +1,4 @@
-"""Tests for program.roster and program.topics: CSV and topic imports, rounds, re-imports."""
+"""Tests for program.roster, csvinput and topics: CSV and topic imports, rounds, re-imports."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, col, select
 
-from program import roster
+from program import csvinput, roster
 from program.errors import InputError, NotFound, UsageError
 from program.models import (
     Coordinator,
@@ -458,14 +458,14 @@ def test_create_round_refusals(session: Session) -> None:
 )
 def test_language_codes_accepted(given: str, stored: str) -> None:
     """Language tags are checked against ISO 639 and stored in their usual spelling."""
-    assert roster.check_language(given) == stored
+    assert csvinput.check_language(given) == stored
 
 
 @pytest.mark.parametrize("given", ["english", "e", "qq", "en-XQ", "en--GB", "en-"])
 def test_language_codes_refused(given: str) -> None:
     """Malformed tags and unknown languages or regions are refused."""
-    with pytest.raises(roster.Invalid):
-        roster.check_language(given)
+    with pytest.raises(csvinput.Invalid):
+        csvinput.check_language(given)
 
 
 def test_hundred_thousand_participants(session: Session, tmp_path: Path) -> None:

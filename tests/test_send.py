@@ -254,7 +254,8 @@ def test_rate_limit_per_minute(project: Project, cli: Cli, smtp_server: SmtpTest
     project.config.write_text(text)
     result = cli("--config", project.config, "send", "--now", "2027-03-01T23:00:00Z")
     assert result.out.strip() == (
-        "planned 6; sent 4; stopped: rate limit smtp.max_per_minute reached; the rest waits for the next pass"
+        "planned 6; sent 4; stopped: rate limit smtp.max_per_minute reached;"
+        " the rest waits for the next pass"
     )
     result = cli("--config", project.config, "send", "--now", "2027-03-01T23:01:30Z")
     assert result.out.strip() == "planned 0; sent 2"
@@ -399,3 +400,23 @@ def test_send_without_now_uses_the_clock(
     _setup(project, cli, smtp_server)
     with freeze_time(datetime(2027, 3, 1, 23, 0, tzinfo=UTC)):
         assert cli("--config", project.config, "send").out.strip() == "planned 6; sent 6"
+
+
+def test_large_passes_compose_ahead_in_a_worker(
+    project: Project, cli: Cli, smtp_server: SmtpTestServer
+) -> None:
+    """With more rows due than one batch, a worker process composes ahead; each is sent once."""
+    from program.config import database_url, load_config
+    from program.store import make_engine
+    from rapport import jobs
+    from tests.conftest import SECRET
+
+    _setup(project, cli, smtp_server)
+    settings = load_config(project.config)
+    engine = make_engine(database_url(settings))
+    now = datetime(2027, 3, 1, 23, 0, tzinfo=UTC)
+    result = jobs.send(engine, settings=settings, secret=SECRET.encode(), now=now, batch_size=2)
+    assert result.summary() == "planned 6; sent 6"
+    assert sorted(_recipients(smtp_server)) == sorted(p[0] for p in PEOPLE)
+    kelsey = _parsed(smtp_server, "kelsey@example.org")
+    assert "Amara Okafor" in kelsey.get_body(("plain",)).get_content()  # type: ignore[union-attr]
