@@ -238,3 +238,26 @@ def test_example_data_dry_run(project: Project, cli: Cli) -> None:
         members = connection.execute("SELECT count(*) FROM membership").fetchone()[0]
     result = cli("--config", project.config, "send", "--dry-run", "--now", "2027-03-02T00:00:00Z")
     assert result.out.startswith(f"dry run: would plan {members} topic emails")
+
+
+def test_smtp_password_comes_from_the_named_variable(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a username, the password is read from smtp.password_env, never from the file."""
+    from program.config import load_config
+    from program.errors import ConfigError
+    from rapport.jobs import smtp_endpoint
+
+    text = project.config.read_text(encoding="utf-8").replace(
+        "[smtp]\n", '[smtp]\nusername = "mailer"\npassword_env = "TEST_SMTP_PW"\n'
+    )
+    project.config.write_text(text, encoding="utf-8")
+    settings = load_config(project.config)
+    monkeypatch.delenv("TEST_SMTP_PW", raising=False)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    with pytest.raises(ConfigError, match=r"\$TEST_SMTP_PW .* is empty"):
+        smtp_endpoint(settings)
+    monkeypatch.setenv("TEST_SMTP_PW", "s3cret-value")
+    endpoint = smtp_endpoint(settings)
+    assert (endpoint.username, endpoint.password) == ("mailer", "s3cret-value")
+    assert "s3cret-value" not in repr(endpoint)
