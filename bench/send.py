@@ -105,6 +105,7 @@ def _baseline(port: int, count: int, out: multiprocessing.Queue) -> None:  # typ
             topic_title="Open access",
             topic_markdown=TOPIC,
             idempotency_key=key,
+            message_id=f"<rapport.{i:032x}@example.org>",
             reply_address=f"coordinators+k{i:019d}@example.org",
             unsubscribe_address=f"coordinators+unsubscribe-k{i:019d}@example.org",
             unsubscribe_url=None,

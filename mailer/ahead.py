@@ -104,7 +104,7 @@ class ComposeAhead:
         if future is not None:
             try:
                 results = future.result()
-            except BrokenProcessPool:
+            except Exception:  # the worker died or failed as a whole: compose in line instead
                 self.close()
         out = []
         composed = iter(results) if results is not None else None
@@ -122,13 +122,14 @@ class ComposeAhead:
                 out.append(Composed(item, *compose_one(self.composer, item.context, self.now)))
         return out
 
-    def __iter__(self) -> Iterator[Composed]:
+    def batches(self) -> Iterator[list[Composed]]:
+        """Batch after batch of composed rows; the next one is being composed meanwhile."""
         items, last = self._load(0)
         future = self._submit(items)
         while items:
             following, last = self._load(last)
             next_future = self._submit(following)
-            yield from self._resolve(items, future)
+            yield self._resolve(items, future)
             items, future = following, next_future
 
     def close(self) -> None:

@@ -48,7 +48,6 @@ __all__ = [
     "Person",
     "RenderedTopic",
     "TopicEmail",
-    "message_id_for",
     "to_bytes",
 ]
 
@@ -101,6 +100,7 @@ _NEEDS_ENCODING = re.compile(r"[^\x20-\x7e]|=\?|\S{60}")
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _ADDR_SPEC = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*@{_LABEL}(?:\.{_LABEL})*")
+_MESSAGE_ID = re.compile(r"<[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,200}@[A-Za-z0-9.-]{1,253}>")
 _PRINTABLE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")  # no edge spaces
 _NEWLINES = re.compile(r"\r\n|\r|\n")  # as email.generator.NLCRE
 # Printable ASCII but for the characters that would end List-Unsubscribe's <...> early.
@@ -148,6 +148,7 @@ class TopicEmail:
     topic_title: str
     topic_markdown: str
     idempotency_key: str
+    message_id: str  # "<...@domain>", stored on the outbox row (program.replykey.message_id)
     reply_address: str
     unsubscribe_address: str
     unsubscribe_url: str | None
@@ -162,12 +163,6 @@ class RenderedTopic:
     subject: str
     text: str
     html: str
-
-
-def message_id_for(idempotency_key: str, domain: str) -> str:
-    """``<rapport.<32 hex>@domain>``: the same for the same outbox row, with no personal data."""
-    digest = hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()[:32]
-    return f"<rapport.{digest}@{domain}>"
 
 
 def to_bytes(msg: Message) -> bytes:
@@ -270,13 +265,12 @@ class Composer:
         """The topic email for ``mail.recipient``, dated ``now``; :func:`to_bytes` serializes it."""
         rendered = self.render(mail, now=now)
         key = mail.idempotency_key
-        domain = mail.from_address.rpartition("@")[2].lower()
         msg = MIMEMultipart("alternative", boundary=_boundary(key))
         msg["From"] = _address_header(_clean_name(mail.program_name), mail.from_address)
         msg["To"] = _address_header(_clean_name(mail.recipient.name), mail.recipient.email)
         msg["Subject"] = _text_header(rendered.subject)
         msg["Date"] = format_datetime(now)
-        msg["Message-ID"] = message_id_for(key, domain)
+        msg["Message-ID"] = mail.message_id
         msg["Reply-To"] = mail.reply_address
         unsubscribe = f"<{_mailto([mail.unsubscribe_address], subject='unsubscribe')}>"
         url = mail.unsubscribe_url
@@ -326,6 +320,9 @@ def _check_mail(mail: TopicEmail) -> None:
         _check_header_text(value, field, key)
         if len(value) > 254 or not _ADDR_SPEC.fullmatch(value):
             raise ComposeError(f"{key}: {field} {value!r} is not a single plain address")
+    _check_header_text(mail.message_id, "message_id", key)
+    if not _MESSAGE_ID.fullmatch(mail.message_id):
+        raise ComposeError(f"{key}: message_id {mail.message_id!r} is not <local@domain>")
     url = mail.unsubscribe_url
     if url is not None:
         _check_header_text(url, "unsubscribe_url", key)

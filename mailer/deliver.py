@@ -9,6 +9,7 @@ The rate limits count what the database says was sent, so they hold across passe
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -28,7 +29,7 @@ from mailer.smtp import (
     SmtpUnavailable,
     SmtpUncertain,
 )
-from program.models import LATE, SUPPRESSED
+from program.models import SUPPRESSED
 from program.settings import Settings
 
 Progress = Callable[[int, int], None]
@@ -43,7 +44,6 @@ class DeliveryResult:
     failed: int = 0
     uncertain: int = 0
     suppressed: int = 0
-    late: int = 0
     recovered: int = 0
     skipped: int = 0
     would_send: int = 0
@@ -67,6 +67,39 @@ def rate_budget(engine: Engine, settings: Settings, now: datetime) -> tuple[int 
     return budget, reason
 
 
+# Permanent refusals in a row after which the pass stops: past this, the server or our settings
+# are the problem, not the recipients.
+BREAKER = 10
+_ENHANCED = re.compile(r"\b5\.(\d{1,3})\.(\d{1,3})\b")
+
+
+def recipient_gone(exc: SmtpPermanent) -> bool:
+    """True for a 5xx that says the mailbox does not exist or is disabled: suppress the address.
+
+    Enhanced status 5.1.x (bad address) and 5.2.1 (mailbox disabled) say so; without an enhanced
+    code, 550, 551 and 553 at RCPT do.  A policy refusal (5.7.x: relaying denied, authentication
+    required) is about us, not the recipient.
+    """
+    if exc.stage != "rcpt":
+        return False
+    enhanced = _ENHANCED.search(exc.text or "")
+    if enhanced:
+        subject, detail = enhanced.groups()
+        return subject == "1" or (subject == "2" and detail == "1")
+    return exc.code in (550, 551, 553)
+
+
+def server_refuses(exc: SmtpPermanent) -> bool:
+    """True when a 5xx refuses our sender or our right to send: at MAIL, a 5.7.x policy code,
+    or 530/535 (authentication).  Then no recipient is at fault and the pass must stop."""
+    if exc.stage == "mail":
+        return True
+    enhanced = _ENHANCED.search(exc.text or "")
+    if enhanced:
+        return enhanced.group(1) == "7"
+    return exc.code in (530, 535)
+
+
 def deliver(
     engine: Engine,
     *,
@@ -79,13 +112,14 @@ def deliver(
     progress: Progress | None = None,
     rng: random.Random | None = None,
     batch_size: int = 200,
+    should_stop: Callable[[], bool] | None = None,
 ) -> DeliveryResult:
     """One delivery pass at ``now`` (UTC-aware).  ``limit`` caps the messages sent.
 
-    Each message gets its own transactions: the claim (``sending``) commits before the DATA, and
-    the ``sent`` mark commits with the next message's claim (or at the end of the pass), so a
-    message costs one commit, and a crash between two messages leaves at most the last one
-    ``sending``, to be reported as uncertain.
+    Each message has its own transactions: its claim (``sending``) commits before its DATA and
+    its ``sent`` mark commits with the next message's claim, or before the pass does anything
+    slow (loading and composing the next batch) and at its end.  ``should_stop`` is checked
+    between messages (a SIGTERM handler sets it), so a stop never cuts a message in half.
     """
     result = DeliveryResult()
     rng = rng or random.Random()
@@ -98,115 +132,131 @@ def deliver(
     cap = min(caps) if caps else None
     with engine.connect() as connection:
         suppressed = outbox.suppressed_addresses(connection)
-    lateness = settings.schedule.max_lateness
+        worker = not dry_run and outbox.count_due(connection, now) > batch_size
     redirect = settings.smtp.redirect_all_to
     sender = settings.program.from_address
     smtp = SmtpConnection(endpoint)
-    with engine.connect() as connection:
-        worker = not dry_run and outbox.count_due(connection, now) > batch_size
-    producer = ComposeAhead(
-        engine,
-        Renderer(engine, settings=settings, composer=composer),
-        composer,
-        now,
-        batch_size,
-        worker=worker,
-    )
-    unflushed: list[int] = []  # rows sent whose "sent" mark rides on the next transaction
-    # One connection for the pass's writes: a transaction per message, no pool round trip.
-    writer = engine.connect()
+    renderer = Renderer(engine, settings=settings, composer=composer)
+    producer = ComposeAhead(engine, renderer, composer, now, batch_size, worker=worker)
+    writer = engine.connect()  # one connection for the pass's writes: no pool round trips
+    unflushed: list[int] = []  # sent rows whose "sent" mark rides on the next transaction
 
     def write() -> Any:
-        """A transaction that first records the messages already sent."""
         return _Flushing(writer, unflushed, now)
 
     handled = 0
+    refused_in_a_row = 0
     try:
-        for composed in producer:
-            if cap is not None and handled >= cap:
-                break
-            row = composed.item.row
-            if row.to_address in suppressed:
-                result.suppressed += 1
-                if not dry_run:
-                    with write() as connection:
-                        outbox.mark_status(
-                            connection, row.id, now, SUPPRESSED, f"{row.to_address} is suppressed"
-                        )
-                continue
-            if row.attempts == 0 and row.due_at + lateness < now:
-                result.late += 1
-                if not dry_run:
-                    with write() as connection:
-                        outbox.mark_status(
-                            connection, row.id, now, LATE, f"more than {lateness} late"
-                        )
-                continue
-            if composed.data is None:
-                result.failed += 1
-                result.errors.append(composed.error or f"outbox row {row.id}: cannot compose")
-                if not dry_run:
-                    with write() as connection:
-                        outbox.mark_failed(
-                            connection, row.id, now, composed.error or "cannot compose"
-                        )
-                continue
-            handled += 1
-            if dry_run:
-                result.would_send += 1
-                continue
-            with write() as connection:
-                claimed = outbox.claim(connection, row.id, owner, now)
-            if not claimed:
-                result.skipped += 1
-                handled -= 1
-                continue
-            data = composed.data
-            if redirect:
-                data = f"X-Rapport-Redirected-From: {row.to_address}\r\n".encode() + data
-            try:
-                smtp.send(sender, redirect or row.to_address, data)
-            except SmtpUnavailable as exc:
-                with write() as connection:
-                    outbox.release(connection, row.id, now)
-                result.stopped = f"SMTP server unavailable: {exc}"
-                return result
-            except SmtpUncertain as exc:
-                result.uncertain += 1
-                with write() as connection:
-                    outbox.mark_uncertain(connection, row.id, now, str(exc))
-            except SmtpPermanent as exc:
-                result.failed += 1
-                with write() as connection:
-                    outbox.mark_failed(connection, row.id, now, str(exc))
-                    if exc.stage == "rcpt" and not redirect:
-                        outbox.suppress(connection, row.to_address, "smtp_5xx", str(exc), now)
-                        suppressed.add(row.to_address)
-            except SmtpTransient as exc:
-                with write() as connection:
-                    retried = outbox.mark_retry(
-                        connection,
-                        row.id,
-                        now,
-                        str(exc),
-                        attempts=row.attempts + 1,
-                        max_attempts=settings.outbox.max_attempts,
-                        base=settings.outbox.retry_base,
-                        cap=settings.outbox.retry_max,
-                        rng=rng,
-                    )
-                if retried:
-                    result.retry += 1
-                else:
+        for batch in producer.batches():
+            for composed in batch:
+                if (cap is not None and handled >= cap) or (should_stop and should_stop()):
+                    break
+                row = composed.item.row
+                if row.to_address in suppressed:
+                    result.suppressed += 1
+                    if not dry_run:
+                        with write() as connection:
+                            outbox.mark_status(
+                                connection,
+                                row.id,
+                                now,
+                                SUPPRESSED,
+                                f"{row.to_address} is suppressed",
+                            )
+                    continue
+                if composed.data is None:
                     result.failed += 1
+                    result.errors.append(composed.error or f"outbox row {row.id}: cannot compose")
+                    if not dry_run:
+                        with write() as connection:
+                            outbox.mark_failed(
+                                connection, row.id, now, composed.error or "cannot compose"
+                            )
+                    continue
+                handled += 1
+                if dry_run:
+                    result.would_send += 1
+                    continue
+                with write() as connection:
+                    claimed = outbox.claim(connection, row.id, owner, now)
+                if not claimed:
+                    result.skipped += 1
+                    handled -= 1
+                    continue
+                data = composed.data
+                if redirect:
+                    data = f"X-Rapport-Redirected-From: {row.to_address}\r\n".encode() + data
+                try:
+                    smtp.send(sender, redirect or row.to_address, data)
+                except SmtpUnavailable as exc:
+                    with write() as connection:
+                        outbox.release(connection, row.id, now)
+                    result.stopped = f"SMTP server unavailable: {exc}"
+                    return result
+                except SmtpUncertain as exc:
+                    result.uncertain += 1
+                    with write() as connection:
+                        outbox.mark_uncertain(connection, row.id, now, str(exc))
+                except SmtpPermanent as exc:
+                    if server_refuses(exc):
+                        with write() as connection:
+                            outbox.release(connection, row.id, now)
+                        result.stopped = f"the SMTP server refuses our mail, check [smtp]: {exc}"
+                        return result
+                    result.failed += 1
+                    refused_in_a_row += 1
+                    with write() as connection:
+                        outbox.mark_failed(connection, row.id, now, str(exc))
+                        if recipient_gone(exc) and not redirect:
+                            outbox.suppress(connection, row.to_address, "smtp_5xx", str(exc), now)
+                            suppressed.add(row.to_address)
+                    if refused_in_a_row >= BREAKER:
+                        result.stopped = (
+                            f"{BREAKER} messages in a row refused permanently; check the SMTP"
+                            f" server and [smtp] settings (last: {exc})"
+                        )
+                        return result
+                    continue
+                except SmtpTransient as exc:
+                    with write() as connection:
+                        retried = outbox.mark_retry(
+                            connection,
+                            row.id,
+                            now,
+                            str(exc),
+                            attempts=row.attempts + 1,
+                            max_attempts=settings.outbox.max_attempts,
+                            base=settings.outbox.retry_base,
+                            cap=settings.outbox.retry_max,
+                            rng=rng,
+                        )
+                    if retried:
+                        result.retry += 1
+                    else:
+                        result.failed += 1
+                except Exception as exc:  # one message's surprise must not stop the batch
+                    result.uncertain += 1
+                    result.errors.append(f"outbox row {row.id}: {type(exc).__name__}: {exc}")
+                    smtp.close()  # its state is unknown: start the next message afresh
+                    with write() as connection:
+                        outbox.mark_uncertain(
+                            connection, row.id, now, f"unexpected {type(exc).__name__}: {exc}"
+                        )
+                else:
+                    result.sent += 1
+                    unflushed.append(row.id)
+                refused_in_a_row = 0
+                if progress:
+                    progress(handled, cap or 0)
             else:
-                result.sent += 1
-                unflushed.append(row.id)
-            if progress:
-                progress(handled, cap or 0)
+                if unflushed:  # before the slow part: loading and composing the next batch
+                    with write():
+                        pass
+                continue
+            break
     finally:
-        producer.close()
         try:
+            producer.close()
             if unflushed:
                 with write():
                     pass

@@ -325,18 +325,13 @@ def retry_by_hand(session: Session, row_id: int, now: datetime) -> str:
         raise StateError(
             f"outbox row {row_id}: {address} is suppressed; remove the suppression first"
         )
-    session.connection().execute(
+    changed = session.connection().execute(
         update(OUTBOX)
-        .where(OUTBOX.c.id == row_id)
-        .values(
-            status=PENDING,
-            due_at=now,
-            next_attempt_at=None,
-            attempts=0,
-            claimed_by=None,
-            updated_at=now,
-        )
+        .where(OUTBOX.c.id == row_id, OUTBOX.c.status == status)
+        .values(status=PENDING, next_attempt_at=None, attempts=0, claimed_by=None, updated_at=now)
     )
+    if changed.rowcount != 1:
+        raise StateError(f"outbox row {row_id} changed while we looked at it; try again")
     return str(status)
 
 

@@ -18,7 +18,6 @@ from sqlalchemy import Connection, select
 from sqlmodel import Session
 
 from mailer import outbox
-from mailer.compose import message_id_for
 from program import calendar
 from program.models import (
     LATE,
@@ -30,7 +29,7 @@ from program.models import (
     SUPPRESSED,
     TOPICS,
 )
-from program.replykey import reply_key
+from program.replykey import message_id, reply_key
 from program.settings import Settings
 
 # The earliest zone on Earth is UTC+14: no send date later than this many days ahead can be due.
@@ -141,7 +140,7 @@ def plan_topics(
                         "participant_id": participant_id,
                         "to_address": email,
                         "reply_key": reply_key(secret, key),
-                        "message_id": message_id_for(key, domain),
+                        "message_id": message_id(secret, key, domain),
                         "status": state,
                         "due_at": due_at,
                         "attempts": 0,

@@ -145,6 +145,7 @@ class Renderer:
             topic.seq,
             text,
             round_name,
+            row.message_id,
         )
 
 
@@ -157,6 +158,7 @@ def topic_email(
     order: int,
     text: Any,
     round_name: str,
+    message_id: str,
 ) -> TopicEmail:
     """The composer's input for one participant's topic email."""
     program = settings.program
@@ -175,6 +177,7 @@ def topic_email(
         topic_title=text.title,
         topic_markdown=text.body,
         idempotency_key=key,
+        message_id=message_id,
         reply_address=address_for(program.reply_address, reply_key),
         unsubscribe_address=address_for(program.reply_address, f"unsubscribe-{reply_key}"),
         unsubscribe_url=url,
@@ -196,7 +199,7 @@ def preview(
     """Topic ``order`` as ``email`` would receive it (``rapport preview topic``); sends nothing."""
     from mailer.plan import topic_key
     from program.errors import NotFound
-    from program.replykey import reply_key
+    from program.replykey import message_id, reply_key
 
     participants = PARTICIPANTS
     members = MEMBERSHIPS
@@ -250,5 +253,6 @@ def preview(
         order,
         text,
         name,
+        message_id(secret, key, settings.program.from_address.rpartition("@")[2]),
     )
     return composer.topic(context, now=now)

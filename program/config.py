@@ -98,6 +98,16 @@ def _parse(value: Any, meta: Mapping[str, Any]) -> Any:
         if not isinstance(value, bool):
             raise _Bad(f"expected true or false; got {value!r}")
         return value
+    if kind == "list":
+        if (
+            not isinstance(value, list)
+            or not value
+            or not all(isinstance(v, str) and v.strip() for v in value)
+        ):
+            raise _Bad(f'expected a list of names in quotes, like ["INBOX"]; got {value!r}')
+        if any(c in v for v in value for c in "\r\n\0"):
+            raise _Bad("must not contain line breaks or NUL")
+        return tuple(value)
     if kind == "duration":
         return parse_duration(value)
     if kind == "time":
@@ -255,6 +265,8 @@ def reply_secret(environ: Mapping[str, str] = os.environ) -> bytes:
 
 
 def _format_value(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_format_value(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):

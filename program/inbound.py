@@ -46,3 +46,15 @@ class Inbound:
     size: int = 0
     text: str = ""
     defects: tuple[str, ...] = field(default_factory=tuple)
+
+
+def needs_a_person(inbound: Inbound) -> bool:
+    """False for mail a coordinator need not read: auto-replies, bounces, loops, and a reply that
+    is only a check-in (the number or a few words, nothing more); True for everything else,
+    newsletters included (someone may want them)."""
+    if inbound.kind in (AUTO_REPLY, BOUNCE, LOOP):
+        return False
+    if inbound.kind == HUMAN and inbound.checkin is not None and not inbound.unsubscribe:
+        words = inbound.text.split()
+        return len(words) > 8 or "\n" in inbound.text.strip()
+    return True

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import cast
 
-from sqlalchemy import Column, Index, Table, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 # Outbox states.  "pending" and "retry" are waiting to be sent; "sending" is a row whose DATA may
@@ -58,6 +58,7 @@ class Participant(SQLModel, table=True):
     sector: str = Field(default="", max_length=100)
     interests: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
     status: str = Field(default="active", max_length=20)  # active | paused | withdrawn
+    bouncing_since: datetime | None = None  # set when mail to them bounces permanently
     created_at: datetime
     updated_at: datetime
 
@@ -166,6 +167,82 @@ class Suppression(SQLModel, table=True):
     created_at: datetime
 
 
+class Alias(SQLModel, table=True):
+    """Another address a participant writes from (a coordinator adds it), for attribution."""
+
+    __tablename__ = "alias"
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(unique=True, max_length=320)
+    participant_id: int = Field(foreign_key="participant.id", index=True)
+    created_at: datetime
+
+
+class InboxCursor(SQLModel, table=True):
+    """How far one folder of one inbox has been read: UIDVALIDITY and the last UID recorded."""
+
+    __tablename__ = "inbox_cursor"
+    __table_args__ = (UniqueConstraint("source", "folder"),)
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(max_length=300)  # "imap:user@host:port" or "maildir:/path"
+    folder: str = Field(max_length=300)
+    # IMAP UIDs and UIDVALIDITY are 32-bit unsigned: too big for a signed 32-bit INTEGER.
+    uidvalidity: int = Field(sa_column=Column(BigInteger, nullable=False))
+    last_uid: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    last_poll_at: datetime | None = None
+    last_error: str | None = Field(default=None, max_length=1000)
+    last_error_at: datetime | None = None
+    updated_at: datetime
+
+
+class InboundMessage(SQLModel, table=True):
+    """One message read from the inbox: metadata only, the body only if privacy.store_bodies."""
+
+    __tablename__ = "inbound"
+    __table_args__ = (
+        UniqueConstraint("source", "folder", "uidvalidity", "uid"),
+        Index("ix_inbound_received", "received_at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(max_length=300)
+    folder: str = Field(max_length=300)
+    uidvalidity: int = Field(sa_column=Column(BigInteger, nullable=False))
+    uid: int = Field(sa_column=Column(BigInteger, nullable=False))
+    message_id: str | None = Field(default=None, max_length=300, index=True)
+    kind: str = Field(max_length=20)  # human | auto_reply | bounce | bulk | loop | error
+    reason: str = Field(default="", max_length=300)
+    sender: str | None = Field(default=None, max_length=320)
+    size: int = 0
+    sent_at: datetime | None = None  # the Date header
+    received_at: datetime | None = None  # the server's INTERNALDATE
+    participant_id: int | None = Field(default=None, foreign_key="participant.id", index=True)
+    partnership_id: int | None = Field(default=None, foreign_key="partnership.id", index=True)
+    outbox_id: int | None = Field(default=None, foreign_key="outbox.id")
+    matched_by: str = Field(
+        default="none", max_length=20
+    )  # reply_key | in_reply_to | sender | none
+    checkin: int | None = None
+    partner_contact: bool = False
+    filed: bool = False  # moved to imap.file_into
+    error: str | None = Field(default=None, max_length=1000)
+    body: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime
+
+
+class ActivityEvent(SQLModel, table=True):
+    """A signal about a partnership: a message, a check-in, partner contact, a bounce, ..."""
+
+    __tablename__ = "activity"
+    __table_args__ = (Index("ix_activity_partnership_time", "partnership_id", "occurred_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    partnership_id: int | None = Field(default=None, foreign_key="partnership.id")
+    participant_id: int | None = Field(default=None, foreign_key="participant.id", index=True)
+    kind: str = Field(max_length=30)  # message | checkin | partner_contact | bounce | unsubscribe
+    value: int | None = None  # the check-in answer, 1, 2 or 3
+    occurred_at: datetime
+    inbound_id: int | None = Field(default=None, foreign_key="inbound.id", index=True)
+    created_at: datetime
+
+
 def table(model: type[SQLModel]) -> Table:
     """The Core table behind a model, for the fast paths that use SQLAlchemy Core."""
     return cast(Table, model.__table__)  # type: ignore[attr-defined]
@@ -180,3 +257,7 @@ TOPICS = table(Topic)
 TOPIC_TEXTS = table(TopicText)
 OUTBOX = table(OutboxMessage)
 SUPPRESSIONS = table(Suppression)
+ALIASES = table(Alias)
+INBOX_CURSORS = table(InboxCursor)
+INBOUND = table(InboundMessage)
+ACTIVITY = table(ActivityEvent)

@@ -22,6 +22,14 @@ def reply_key(secret: bytes, idempotency_key: str) -> str:
     return base64.b32encode(digest).decode("ascii").lower()[:KEY_LENGTH]
 
 
+def message_id(secret: bytes, idempotency_key: str, domain: str) -> str:
+    """``<rapport.<32 hex>@domain>`` for an outbox row: stable for the row, so a re-send after
+    ``rapport outbox retry`` carries the same id, and keyed with the secret, so nobody can work
+    out another participant's Message-ID to forge a reply to it.  No personal data."""
+    digest = hmac.new(secret, b"message-id:" + idempotency_key.encode("utf-8"), hashlib.sha256)
+    return f"<rapport.{digest.hexdigest()[:32]}@{domain.strip().lower()}>"
+
+
 def verify(secret: bytes, idempotency_key: str, candidate: str) -> bool:
     """True when ``candidate`` is the reply key of that row (compared in constant time)."""
     expected = reply_key(secret, idempotency_key)

@@ -169,6 +169,86 @@ class OutboxSettings:
 
 
 @dataclass(frozen=True)
+class ImapSettings:
+    """[imap]: the coordinators' inbox, where replies, check-ins and bounces arrive."""
+
+    host: str = setting(
+        "",
+        "IMAP server host name; empty: no IMAP inbox (use [maildir] or none).",
+        kind="str",
+        example="",
+    )
+    port: int = setting(993, "IMAP port: 993 for tls, 143 for starttls.", kind="int", minimum=1)
+    security: str = setting(
+        "tls",
+        "tls (implicit TLS), starttls or none. none is refused unless the host is a loopback"
+        " address or allow_plaintext = true. Certificates are always checked.",
+        kind="choice",
+        choices=("starttls", "tls", "none"),
+    )
+    allow_plaintext: bool = setting(
+        False, "Allow security = none to a host that is not a loopback address.", kind="bool"
+    )
+    username: str = setting("", "Login name for the inbox.", kind="str")
+    password_env: str = setting(
+        "RAPPORT_IMAP_PASSWORD",
+        "Name of the environment variable holding the IMAP password (or the systemd credential"
+        " imap-password). Never put the password itself in this file.",
+        kind="str",
+    )
+    ca_file: str = setting(
+        "",
+        "Extra CA certificates (PEM) to trust, for a private CA; empty: the system's.",
+        kind="path",
+    )
+    folders: tuple[str, ...] = setting(
+        ("INBOX",), "Folders to read. Mail is never marked read.", kind="list"
+    )
+    file_into: str = setting(
+        "",
+        "When set, mail that needs no person (a reply that is only a check-in, auto-replies,"
+        " bounces, loops) is moved to this folder after it is recorded, still unread. Empty: off.",
+        kind="str",
+    )
+    timeout: timedelta = setting(
+        timedelta(seconds=30), "Network timeout for each IMAP command.", kind="duration"
+    )
+
+
+@dataclass(frozen=True)
+class MaildirSettings:
+    """[maildir]: a local Maildir read instead of IMAP (for tests, the demo, or a local MTA)."""
+
+    path: str = setting(
+        "", "Path of the Maildir (relative to this file's folder); empty: none.", kind="path"
+    )
+
+
+@dataclass(frozen=True)
+class InboxSettings:
+    """[inbox]: how inbound mail is read, whichever the source."""
+
+    max_fetch_bytes: int = setting(
+        262144,
+        "Messages larger than this many bytes are classified from their headers alone.",
+        kind="int",
+        minimum=1024,
+    )
+
+
+@dataclass(frozen=True)
+class PrivacySettings:
+    """[privacy]: what Rapport keeps about inbound mail."""
+
+    store_bodies: bool = setting(
+        False,
+        "Keep the text of inbound human messages. Off: only metadata (addresses, dates, kind,"
+        " size, how it was matched) is stored.",
+        kind="bool",
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole validated configuration, loaded once by the entry point and passed down."""
 
@@ -177,6 +257,10 @@ class Settings:
     smtp: SmtpSettings
     schedule: ScheduleSettings
     outbox: OutboxSettings
+    imap: ImapSettings
+    maildir: MaildirSettings
+    inbox: InboxSettings
+    privacy: PrivacySettings
     source: str = "<defaults>"
     """The file the settings came from (for messages) and its folder (for relative paths)."""
 
@@ -187,4 +271,8 @@ SECTIONS: dict[str, type] = {
     "smtp": SmtpSettings,
     "schedule": ScheduleSettings,
     "outbox": OutboxSettings,
+    "imap": ImapSettings,
+    "maildir": MaildirSettings,
+    "inbox": InboxSettings,
+    "privacy": PrivacySettings,
 }

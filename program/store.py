@@ -48,10 +48,12 @@ def make_engine(url: str) -> Engine:
             raise DatabaseError(f"{database}: the folder for the database does not exist")
         engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
         event.listen(engine, "connect", _sqlite_pragmas)
-        # pysqlite's own transaction handling defers BEGIN; emit it ourselves so a write
-        # transaction takes its lock at the start (BEGIN IMMEDIATE where we ask for it).
+        # pysqlite's own transaction handling defers BEGIN; emit it ourselves, IMMEDIATE, so a
+        # transaction takes the write lock at its start and waits (busy_timeout) for another
+        # process's short transaction to end.  A deferred BEGIN that reads and then writes fails
+        # at once with "database is locked" when another writer committed in between.
         event.listen(engine, "connect", lambda conn, _rec: setattr(conn, "isolation_level", None))
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.password is None:
         password = os.environ.get("RAPPORT_DATABASE_PASSWORD")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from program.config import config_path, database_url, example_config, load_config
 from program.errors import RapportError, UsageError
@@ -206,6 +207,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RapportError as exc:
         print(f"rapport: {exc}", file=sys.stderr)
         return exc.exit_code
+    except SQLAlchemyError as exc:
+        # The database went away or stayed locked past the busy timeout: say so, no traceback.
+        reason = getattr(exc, "orig", None) or exc
+        print(f"rapport: database error: {reason}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("rapport: interrupted", file=sys.stderr)
         return 130

@@ -6,6 +6,7 @@ Errors are raised, never printed here: cli.main turns them into messages and exi
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -170,6 +171,7 @@ def cmd_preview(ctx: Context) -> int:
 def cmd_send(ctx: Context) -> int:
     args = ctx.args
     progress = _progress()
+    stop = _StopOnSignal()
     result = jobs.send(
         ctx.engine(),
         settings=ctx.settings,
@@ -178,13 +180,35 @@ def cmd_send(ctx: Context) -> int:
         limit=args.limit,
         dry_run=args.dry_run,
         progress=progress,
+        should_stop=stop,
     )
+    stop.restore()
     if progress:
         sys.stderr.write("\n")
     for error in result.delivery.errors[:20]:
         print(f"error: {error}", file=sys.stderr)
-    print(result.summary())
-    return 1 if result.delivery.stopped and "unavailable" in result.delivery.stopped else 0
+    print(result.summary() + ("; interrupted by a signal" if stop.signalled else ""))
+    return 0 if result.ok else 1
+
+
+class _StopOnSignal:
+    """SIGTERM and SIGINT ask the pass to stop after the message in flight, not in the middle."""
+
+    def __init__(self) -> None:
+        self.signalled = False
+        self.previous = {
+            sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        self.signalled = True
+
+    def __call__(self) -> bool:
+        return self.signalled
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def cmd_outbox(ctx: Context) -> int:
@@ -196,6 +220,9 @@ def cmd_outbox(ctx: Context) -> int:
                 f"outbox row {args.id}: was {before}, now pending; the next `rapport send` sends it"
             )
             return 0
+        # A row left "sending" by a process that has died is uncertain: say so now, not at the
+        # next send.
+        outbox.recover(session.connection(), ctx.now, ctx.settings.outbox.lease)
         counts = outbox.counts(session)
         statuses = (
             [args.status] if args.status else ["uncertain", "failed", "late", "retry", "suppressed"]

@@ -70,7 +70,6 @@ class SendResult:
                 (d.failed, "failed"),
                 (d.uncertain, "uncertain"),
                 (d.suppressed, "suppressed"),
-                (d.late, "late"),
                 (d.recovered, "found in flight after a crash, now uncertain"),
             ):
                 if n:
@@ -78,6 +77,13 @@ class SendResult:
         if d.stopped:
             text += f"; stopped: {d.stopped}"
         return text
+
+    @property
+    def ok(self) -> bool:
+        """False when the pass needs a person: stopped by a fault (not the rate limit) or left
+        messages uncertain."""
+        stopped = self.delivery.stopped and not self.delivery.stopped.startswith("rate limit")
+        return not stopped and not self.delivery.uncertain and not self.delivery.recovered
 
 
 def send(
@@ -91,6 +97,7 @@ def send(
     dry_run: bool = False,
     progress: Callable[[int, int], None] | None = None,
     batch_size: int = 200,
+    should_stop: Callable[[], bool] | None = None,
 ) -> SendResult:
     """Plan what is due at ``now`` and deliver it (``rapport send``)."""
     endpoint = smtp_endpoint(settings)
@@ -108,5 +115,6 @@ def send(
         dry_run=dry_run,
         progress=progress,
         batch_size=batch_size,
+        should_stop=should_stop,
     )
     return SendResult(plan, delivery, dry_run)

@@ -24,11 +24,11 @@ from mailer.compose import (
     Composer,
     Person,
     TopicEmail,
-    message_id_for,
     to_bytes,
 )
 from mailer.topicmd import markdown_to_html, markdown_to_text
 from program.errors import RapportError
+from program.replykey import message_id
 
 NOW = datetime(2026, 3, 2, 8, 0, tzinfo=ZoneInfo("Europe/Warsaw"))
 SUMMER = datetime(2026, 7, 6, 9, 30, tzinfo=UTC)
@@ -73,6 +73,7 @@ def make_mail(**changes: object) -> TopicEmail:
         topic_title="Libraries and open data",
         topic_markdown=TOPIC_MD,
         idempotency_key="topic/2026-spring/3/maria@example.org",
+        message_id="<rapport.0123456789abcdef0123456789abcdef@example.org>",
         reply_address="coordinators+k3xq7abcdefghijklmno@example.org",
         unsubscribe_address="coordinators+unsubscribe-k3xq7abcdefghijklmno@example.org",
         unsubscribe_url="https://example.org/unsubscribe/k3xq7abcdefghijklmno",
@@ -129,8 +130,7 @@ def test_headers_are_present_and_correct(composer: Composer) -> None:
     assert msg["Subject"] == "ILN: Topic 3 — Libraries and open data"
     assert msg["Date"] == format_datetime(NOW)
     assert msg["Date"].datetime == NOW
-    key = "topic/2026-spring/3/maria@example.org"
-    assert msg["Message-ID"] == message_id_for(key, "example.org")
+    assert msg["Message-ID"] == "<rapport.0123456789abcdef0123456789abcdef@example.org>"
     assert msg["Reply-To"] == "coordinators+k3xq7abcdefghijklmno@example.org"
     assert msg["List-Unsubscribe"] == (
         "<mailto:coordinators+unsubscribe-k3xq7abcdefghijklmno@example.org?subject=unsubscribe>, "
@@ -413,14 +413,21 @@ def test_markdown_to_text_is_readable() -> None:
     assert "https://auto.example\n" in text and "(https://auto.example)" not in text
 
 
-def test_message_id_is_deterministic_per_key() -> None:
-    """Message-ID depends only on key and domain, differs across keys, carries no address."""
-    key = "topic/2026-spring/3/maria@example.org"
-    first = message_id_for(key, "example.org")
-    assert first == message_id_for(key, "example.org")
+def test_message_id_is_keyed_per_row() -> None:
+    """Message-IDs are stable per outbox row, differ across rows and secrets, carry no address."""
+    key = "topic/2026-spring/3/42"
+    first = message_id(b"secret-one-0123456789", key, "Example.ORG")
+    assert first == message_id(b"secret-one-0123456789", key, "example.org")
     assert re.fullmatch(r"<rapport\.[0-9a-f]{32}@example\.org>", first)
-    assert first != message_id_for("topic/2026-spring/4/maria@example.org", "example.org")
-    assert "maria" not in first
+    assert first != message_id(b"secret-one-0123456789", "topic/2026-spring/4/42", "example.org")
+    assert first != message_id(b"secret-two-0123456789", key, "example.org")
+
+
+def test_a_malformed_message_id_is_refused(composer: Composer) -> None:
+    """A Message-ID that is not <local@domain>, or carries CR/LF, never reaches a header."""
+    for bad in ("rapport.1@example.org", "<a@b>\r\nBcc: x@example.org", "<no-at-sign>"):
+        with pytest.raises(ComposeError, match="message_id"):
+            composer.topic(make_mail(message_id=bad), now=NOW)
 
 
 def test_same_input_gives_same_bytes(composer: Composer) -> None:
