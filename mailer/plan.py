@@ -51,8 +51,12 @@ class PlanResult:
         return self.planned + self.late + self.suppressed
 
 
-def topic_key(round_name: str, seq: int, participant_id: int) -> str:
-    return f"topic/{round_name}/{seq}/{participant_id}"
+REHEARSAL = "rehearsal/"
+
+
+def topic_key(round_name: str, seq: int, participant_id: int, *, rehearsal: bool = False) -> str:
+    """``topic/<round>/<order>/<participant id>``; under ``rehearsal/`` in a rehearsal."""
+    return f"{REHEARSAL if rehearsal else ''}topic/{round_name}/{seq}/{participant_id}"
 
 
 def _members(connection: Connection, round_id: int) -> list[Any]:
@@ -82,6 +86,7 @@ def plan_topics(
     lateness = settings.schedule.max_lateness
     domain = settings.program.from_address.rsplit("@", 1)[1]
     horizon: date = (now + _AHEAD).date()
+    rehearsal = bool(settings.smtp.redirect_all_to)
     suppressed = outbox.suppressed_addresses(session.connection())
     connection = session.connection()
     rounds = connection.execute(
@@ -103,7 +108,9 @@ def plan_topics(
         members = _members(connection, round_.id)
         instants: dict[tuple[date, str], datetime] = {}
         for topic, day in due_topics:
-            prefix = f"topic/{round_.name}/{topic.seq}/"
+            # A rehearsal ([smtp] redirect_all_to) plans its own rows, so it never uses up the
+            # real sends, and replies to it are never taken for the participants' own.
+            prefix = topic_key(round_.name, topic.seq, 0, rehearsal=rehearsal)[:-1]
             known = outbox.existing_keys(session, prefix)
             rows = []
             for partnership_id, participant_id, email, zone, status in members:

@@ -20,6 +20,8 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from program import calendar
 from program.errors import ConfigError, SecretMissing
@@ -29,6 +31,8 @@ _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _HEADER = re.compile(r"^\s*\[\s*([A-Za-z0-9_.-]+)\s*\]")
 _KEY = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
+_HTTPS_URL = re.compile(r"https://[A-Za-z0-9.-]+(?::\d+)?(?:/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
 class _Bad(ValueError):
@@ -86,13 +90,24 @@ def check_address(text: str, *, template: bool = False) -> str:
 
 def _parse(value: Any, meta: Mapping[str, Any]) -> Any:
     kind = meta["kind"]
-    if kind in ("str", "path", "url", "zone", "choice", "address") and not isinstance(value, str):
+    if kind in (
+        "str",
+        "path",
+        "url",
+        "zone",
+        "choice",
+        "address",
+        "envname",
+        "dburl",
+    ) and not isinstance(value, str):
         raise _Bad(f"expected a string in quotes; got {value!r}")
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise _Bad(f"expected a whole number; got {value!r}")
         if value < meta.get("minimum", value):
             raise _Bad(f"must be at least {meta['minimum']}; got {value}")
+        if value > meta.get("maximum", value):
+            raise _Bad(f"must be at most {meta['maximum']}; got {value}")
         return value
     if kind == "bool":
         if not isinstance(value, bool):
@@ -109,7 +124,10 @@ def _parse(value: Any, meta: Mapping[str, Any]) -> Any:
             raise _Bad("must not contain line breaks or NUL")
         return tuple(value)
     if kind == "duration":
-        return parse_duration(value)
+        duration = parse_duration(value)
+        if not duration:
+            raise _Bad(f"must be longer than zero; got {value!r}")
+        return duration
     if kind == "time":
         return parse_time(value)
     if kind == "choice" and value not in meta["choices"]:
@@ -123,8 +141,26 @@ def _parse(value: Any, meta: Mapping[str, Any]) -> Any:
             ) from None
     if kind == "address" and not (meta.get("optional") and value == ""):
         check_address(value, template=meta.get("template", False))
-    if kind == "url" and value and not value.startswith("https://"):
-        raise _Bad(f"must be an https:// URL or empty; got {value!r}")
+    if kind == "url" and value:
+        if not _HTTPS_URL.fullmatch(value.replace("{key}", "k")):
+            raise _Bad(
+                "must be an https:// URL (no spaces, quotes or angle brackets) or empty;"
+                f" got {value!r}"
+            )
+        if meta.get("template") and value.count("{key}") != 1:
+            raise _Bad("must contain {key} once, so each unsubscribe names its participant")
+    if kind == "envname" and not _ENV_NAME.fullmatch(value):
+        # Never echo the value: someone may have pasted the password itself here.
+        raise _Bad("must be the NAME of an environment variable (letters, digits, _), not a secret")
+    if kind == "dburl":
+        try:
+            backend = make_url(value).get_backend_name()
+        except ArgumentError:
+            backend = ""
+        if backend not in ("sqlite", "postgresql"):
+            raise _Bad(
+                f"expected sqlite:///PATH or postgresql+psycopg://USER@HOST/DB; got {value!r}"
+            )
     if "\n" in value or "\r" in value or "\0" in value:
         raise _Bad("must not contain line breaks or NUL")
     return value
@@ -190,14 +226,21 @@ def parse_config(text: str, source: str) -> Settings:
                 raise fail(name, key, "is required")
         sections[name] = cls(**values)
 
-    smtp = sections["smtp"]
-    if smtp.security == "none" and not (_is_loopback(smtp.host) or smtp.allow_plaintext):
-        raise fail(
-            "smtp",
-            "security",
-            f"plaintext SMTP to {smtp.host!r} is refused; use starttls or tls, or set"
-            " allow_plaintext = true if you really mean it",
-        )
+    for name, protocol in (("smtp", "SMTP"), ("imap", "IMAP")):
+        server = sections[name]
+        if (
+            server.host
+            and server.security == "none"
+            and not (_is_loopback(server.host) or server.allow_plaintext)
+        ):
+            raise fail(
+                name,
+                "security",
+                f"plaintext {protocol} to {server.host!r} is refused; use starttls or tls, or set"
+                " allow_plaintext = true if you really mean it",
+            )
+    if sections["imap"].host and sections["maildir"].path:
+        raise fail("maildir", "path", "set either [imap] host or [maildir] path, not both")
     return Settings(**sections, source=source)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -56,7 +57,22 @@ class Invalid(ValueError):
 
 @cache
 def _countries() -> frozenset[str]:
-    return frozenset(country.alpha_2 for country in pycountry.countries)
+    # XK (Kosovo) is not in ISO 3166-1 yet but is the code everyone, the EU included, uses.
+    return frozenset(country.alpha_2 for country in pycountry.countries) | {"XK"}
+
+
+def control_character(text: str) -> str | None:
+    """A description of the first control character in ``text`` (CR, LF, NUL, TAB, DEL, the C1
+    controls, the Unicode line and paragraph separators), or None.  Such characters could end a
+    mail header early or garble a line, so no field that can reach an email may hold one."""
+    for char in text:
+        if char in "\r\n":
+            return "a line break"
+        if char == "\0":
+            return "a NUL character"
+        if unicodedata.category(char) == "Cc" or char in "\u2028\u2029":
+            return f"a control character (U+{ord(char):04X})"
+    return None
 
 
 @cache
@@ -309,14 +325,11 @@ class CsvFile:
             self.error(line, None, counts)
             return
         row = Row(line, dict(zip(self.columns, (v.strip() for v in values), strict=True)), set())
-        if "\n" in joined or "\r" in joined or "\0" in joined:
+        if control_character(joined):
             for name, number in self.columns.items():
-                raw = values[number - 1]
-                if "\n" in raw or "\r" in raw:
-                    self.error(line, name, "contains a line break")
-                    row.bad.add(name)
-                elif "\0" in raw:
-                    self.error(line, name, "contains a NUL character")
+                found = control_character(values[number - 1])
+                if found:
+                    self.error(line, name, f"contains {found}")
                     row.bad.add(name)
         self.rows.append(row)
 

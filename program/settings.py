@@ -64,6 +64,7 @@ class ProgramSettings:
         "Optional https URL for one-click unsubscribe (RFC 8058); {key} is replaced by the reply"
         " key. Empty: only the mailto unsubscribe is offered.",
         kind="url",
+        template=True,
         example="",
     )
 
@@ -76,7 +77,7 @@ class DatabaseSettings:
         "sqlite:///rapport.db",
         "SQLAlchemy URL: sqlite:///PATH (a relative path is relative to this file's folder) or"
         " postgresql+psycopg://USER@HOST/DB (the password comes from $RAPPORT_DATABASE_PASSWORD).",
-        kind="str",
+        kind="dburl",
     )
 
 
@@ -85,7 +86,9 @@ class SmtpSettings:
     """[smtp]: the server that carries outgoing mail."""
 
     host: str = setting("localhost", "SMTP server host name.", kind="str")
-    port: int = setting(587, "SMTP port: 587 for starttls, 465 for tls.", kind="int", minimum=1)
+    port: int = setting(
+        587, "SMTP port: 587 for starttls, 465 for tls.", kind="int", minimum=1, maximum=65535
+    )
     security: str = setting(
         "starttls",
         "starttls, tls (implicit TLS) or none. none is refused unless the host is a loopback"
@@ -101,7 +104,7 @@ class SmtpSettings:
         "RAPPORT_SMTP_PASSWORD",
         "Name of the environment variable holding the SMTP password (or the systemd"
         " credential smtp-password). Never put the password itself in this file.",
-        kind="str",
+        kind="envname",
     )
     ca_file: str = setting(
         "",
@@ -120,7 +123,8 @@ class SmtpSettings:
     redirect_all_to: str = setting(
         "",
         "Rehearsal mode: deliver every message to this one address instead (headers unchanged,"
-        " plus X-Rapport-Redirected-From). Empty: off.",
+        " plus X-Rapport-Redirected-From). A rehearsal keeps its own outbox rows, so the real"
+        " sends happen once it is switched off, and replies to it count for nobody. Empty: off.",
         kind="address",
         optional=True,
     )
@@ -178,7 +182,9 @@ class ImapSettings:
         kind="str",
         example="",
     )
-    port: int = setting(993, "IMAP port: 993 for tls, 143 for starttls.", kind="int", minimum=1)
+    port: int = setting(
+        993, "IMAP port: 993 for tls, 143 for starttls.", kind="int", minimum=1, maximum=65535
+    )
     security: str = setting(
         "tls",
         "tls (implicit TLS), starttls or none. none is refused unless the host is a loopback"
@@ -194,7 +200,7 @@ class ImapSettings:
         "RAPPORT_IMAP_PASSWORD",
         "Name of the environment variable holding the IMAP password (or the systemd credential"
         " imap-password). Never put the password itself in this file.",
-        kind="str",
+        kind="envname",
     )
     ca_file: str = setting(
         "",

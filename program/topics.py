@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from program.csvinput import Invalid, check_language, read_text
+from program.csvinput import Invalid, check_language, control_character, read_text
 from program.errors import InputError, NotFound, Problem
 from program.models import Round, Topic, TopicText
 from program.roster import ImportReport
@@ -37,6 +37,7 @@ __all__ = ["import_topics"]
 
 FENCE = "+++"
 KEYS = ("title", "order", "send_on")
+MAX_ORDER = 500  # far more topics than any round has; keeps every send date computable
 _LANGUAGE_SHAPE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*")
 _TOML_WHERE = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 _KEY_LINE = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
@@ -264,16 +265,16 @@ def _check_front_matter(parsed: _File, data: dict[str, Any], folder: _Folder) ->
         bad("title", "is required")
     elif not isinstance(title, str) or not title.strip():
         bad("title", "must be a non-empty string in quotes")
-    elif "\n" in title or "\r" in title or "\0" in title:
-        bad("title", "must be one line")
+    elif control_character(title):
+        bad("title", f"must be one line of text; it contains {control_character(title)}")
     elif len(title.strip()) > 300:
         bad("title", f"longer than 300 characters ({len(title.strip())})")
     else:
         parsed.title = title.strip()
     if "order" in data:
         order = data["order"]
-        if isinstance(order, bool) or not isinstance(order, int) or order < 1:
-            bad("order", f"must be a whole number of at least 1; got {order!r}")
+        if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= MAX_ORDER:
+            bad("order", f"must be a whole number from 1 to {MAX_ORDER}; got {order!r}")
         else:
             parsed.values["order"] = order
     elif parsed.language is None:

@@ -86,6 +86,22 @@ def test_readme_reference_is_generated() -> None:
             "program.unsubscribe_url: must be an https",
         ),
         ('redirect_all_to = "not an address"', "smtp", "smtp.redirect_all_to: not a valid email"),
+        ("port = 70000", "smtp", "smtp.port: must be at most 65535"),
+        ('timeout = "0s"', "smtp", "smtp.timeout: must be longer than zero"),
+        ('password_env = "hunter2 secret!"', "smtp", "smtp.password_env: must be the NAME"),
+        ('url = "nonsense-url"', "database", "database.url: expected sqlite:///PATH"),
+        (
+            'unsubscribe_url = "https://example.org/u/{key} x"',
+            "program",
+            "program.unsubscribe_url: must be an https:// URL",
+        ),
+        (
+            'unsubscribe_url = "https://example.org/u"',
+            "program",
+            "program.unsubscribe_url: must contain {key}",
+        ),
+        ("folders = []", "imap", "imap.folders: expected a list of names"),
+        ('host = "mail.example.org"\nsecurity = "none"', "imap", "imap.security: plaintext IMAP"),
     ],
 )
 def test_bad_values_name_file_line_and_key(line: str, section: str, message: str) -> None:
@@ -93,7 +109,7 @@ def test_bad_values_name_file_line_and_key(line: str, section: str, message: str
     text = _with(line, section)
     with pytest.raises(ConfigError) as caught:
         parse_config(text, "conf/config.toml")
-    expected_line = _line_of(text, line)
+    expected_line = _line_of(text, line.splitlines()[-1])
     assert f"conf/config.toml:{expected_line}: {message}" in str(caught.value)
 
 

@@ -150,6 +150,24 @@ CASES: list[tuple[str, str, Files, tuple[str, ...]]] = [
         ("participants.csv:2:2: name: contains a NUL character",),
     ),
     (
+        "tab-in-name",
+        "participants",
+        {"participants.csv": HEADER + person(name="Bob\tY")},
+        ("participants.csv:2:2: name: contains a control character (U+0009)",),
+    ),
+    (
+        "vertical-tab-in-name",
+        "participants",
+        {"participants.csv": HEADER + person(name="Ann\x0bX")},
+        ("participants.csv:2:2: name: contains a control character (U+000B)",),
+    ),
+    (
+        "line-separator-in-name",
+        "participants",
+        {"participants.csv": HEADER + person(name="Ann\u2028X")},
+        ("participants.csv:2:2: name: contains a control character (U+2028)",),
+    ),
+    (
         "not-utf8",
         "participants",
         {
@@ -375,13 +393,28 @@ CASES: list[tuple[str, str, Files, tuple[str, ...]]] = [
         "topic-order-zero",
         "topics",
         {"01-intro.md": topic(order=0)},
-        ("01-intro.md:3: order: must be a whole number of at least 1; got 0",),
+        ("01-intro.md:3: order: must be a whole number from 1 to 500; got 0",),
+    ),
+    (
+        "topic-title-control-character",
+        "topics",
+        {"01-intro.md": topic(title="Hello\\u0007there")},
+        (
+            "01-intro.md:2: title: must be one line of text;"
+            " it contains a control character (U+0007)",
+        ),
+    ),
+    (
+        "topic-order-huge",
+        "topics",
+        {"01-intro.md": topic(order=1000000)},
+        ("01-intro.md:3: order: must be a whole number from 1 to 500; got 1000000",),
     ),
     (
         "topic-order-text",
         "topics",
         {"01-intro.md": topic(order='"one"')},
-        ("01-intro.md:3: order: must be a whole number of at least 1; got 'one'",),
+        ("01-intro.md:3: order: must be a whole number from 1 to 500; got 'one'",),
     ),
     (
         "send-on-quoted",

@@ -494,3 +494,13 @@ def test_hundred_thousand_participants(session: Session, tmp_path: Path) -> None
     second = time.perf_counter() - started
     assert (again.unchanged, again.updated) == (100_000, 0)
     print(f"\n100,000 participants: import {first:.2f} s, unchanged re-import {second:.2f} s")
+
+
+def test_kosovo_is_a_country(session: Session, tmp_path: Path) -> None:
+    """XK, the code in general use for Kosovo, is accepted though ISO 3166-1 lacks it."""
+    path = write(
+        tmp_path, "xk.csv", HEADER + "vlora@example.org,Vlora Berisha,xk,Europe/Belgrade,en\n"
+    )
+    report = roster.import_participants(path, session=session, now=NOW)
+    assert report.created == 1
+    assert people(session)["vlora@example.org"].country == "XK"

@@ -277,6 +277,12 @@ def test_redirect_all_to_for_rehearsals(
         for m in smtp_server.handler.accepted
     }
     assert froms == {p[0] for p in PEOPLE}
+    assert all(row["key"].startswith("rehearsal/topic/spring/1/") for row in _rows(project))
+    # Rehearsal over: the real topic still goes to every participant, once.
+    project.config.write_text(text.replace('redirect_all_to = "rehearsal@example.org"\n', ""))
+    result = cli("--config", project.config, "send", "--now", "2027-03-01T23:30:00Z")
+    assert result.out.strip() == "planned 6; sent 6"
+    assert sorted(_recipients(smtp_server)[6:]) == sorted(p[0] for p in PEOPLE)
 
 
 def test_smtp_down_stops_the_pass_and_loses_nothing(
