@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import insert, update
 from sqlmodel import Session, SQLModel, col, select
@@ -34,8 +34,8 @@ from program.csvinput import (
     check_zone,
     text_up_to,
 )
-from program.errors import Problem, UsageError
-from program.models import Coordinator, Membership, Participant, Partnership, Round
+from program.errors import NotFound, Problem, UsageError
+from program.models import Alias, Coordinator, Membership, Participant, Partnership, Round
 
 __all__ = [
     "ImportReport",
@@ -371,3 +371,29 @@ def import_topics(
         round_name=round_name,
         default_language=default_language,
     )
+
+
+def add_alias(email: str, address: str, *, session: Session, now: datetime) -> bool:
+    """Let mail from ``address`` count as ``email``'s (``rapport participant alias``).
+
+    Returns False when that alias was already there; UsageError for an unknown participant, a
+    malformed address, or an address that is another participant's.
+    """
+    try:
+        owner_email, alias = check_email(email.strip()), check_email(address.strip())
+    except Invalid as exc:
+        raise UsageError(f"participant alias: {exc}") from None
+    owner = session.exec(select(Participant).where(Participant.email == owner_email)).first()
+    if owner is None:
+        raise NotFound(f"participant {owner_email}: not found")
+    if session.exec(select(Participant).where(Participant.email == alias)).first():
+        raise UsageError(f"{alias} is a participant's own address, not an alias")
+    existing = session.exec(select(Alias).where(Alias.email == alias)).first()
+    if existing is not None:
+        if existing.participant_id != owner.id:
+            raise UsageError(f"{alias} is already an alias of another participant")
+        return False
+    owner_id = cast(int, owner.id)  # loaded from the database, so it has one
+    session.add(Alias(email=alias, participant_id=owner_id, created_at=now))
+    session.flush()
+    return True

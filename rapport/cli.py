@@ -123,6 +123,24 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--limit", type=_positive, help="send at most N messages")
     now_option(send)
 
+    participant = commands.add_parser("participant", help="one participant").add_subparsers(
+        dest="participant_command", required=True, parser_class=_Parser
+    )
+    alias = participant.add_parser("alias", help="count mail from another address as theirs")
+    alias.add_argument("email", metavar="EMAIL")
+    alias.add_argument("address", metavar="ADDRESS")
+    now_option(alias)
+
+    inbox = commands.add_parser("inbox", help="read the coordinators' inbox").add_subparsers(
+        dest="inbox_command", required=True, parser_class=_Parser
+    )
+    ip = inbox.add_parser("poll", help="read new mail once and record what it shows")
+    ip.add_argument("--dry-run", action="store_true", help="classify only; record and move nothing")
+    now_option(ip)
+    inbox.add_parser("status", help="each folder's cursor, counts by kind and last error")
+    ic = inbox.add_parser("classify", help="classify .eml files; one JSON object per file")
+    ic.add_argument("files", nargs="+", type=Path, metavar="FILE")
+
     ob = commands.add_parser("outbox", help="what was sent, and what needs attention")
     ob.add_argument("--status", choices=STATUSES)
     ob_sub = ob.add_subparsers(dest="outbox_command", parser_class=_Parser)

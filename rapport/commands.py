@@ -5,6 +5,7 @@ Errors are raised, never printed here: cli.main turns them into messages and exi
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -17,13 +18,14 @@ from typing import TYPE_CHECKING, Any
 from sqlmodel import Session
 
 from mailer import outbox
+from mailer.classify import classify_file
 from mailer.compose import Composer
 from mailer.render import preview
 from program import roster, topics
 from program.config import reply_secret
 from program.errors import NotFound
 from program.store import session_scope
-from rapport import jobs
+from rapport import jobs, poll
 
 if TYPE_CHECKING:
     from rapport.cli import Context
@@ -209,6 +211,57 @@ class _StopOnSignal:
     def restore(self) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+
+
+def cmd_participant(ctx: Context) -> int:
+    args = ctx.args
+    with session_scope(ctx.engine()) as session:
+        added = roster.add_alias(args.email, args.address, session=session, now=ctx.now)
+    email, address = args.email.strip().lower(), args.address.strip().lower()
+    print(f"{address} now counts as {email}" if added else f"{address} already counts as {email}")
+    return 0
+
+
+def cmd_inbox(ctx: Context) -> int:
+    args = ctx.args
+    if args.inbox_command == "classify":
+        mailbox = poll.mailbox_for(ctx.settings)
+        for path in args.files:
+            print(json.dumps(classify_file(path, mailbox), ensure_ascii=False))
+        return 0
+    if args.inbox_command == "status":
+        rows = [
+            [
+                f.source,
+                f.folder,
+                str(f.uidvalidity),
+                str(f.last_uid),
+                _when(f.last_poll_at),
+                " ".join(f"{k}={n}" for k, n in sorted(f.kinds.items())) or "-",
+                f.last_error or "",
+            ]
+            for f in poll.status(ctx.engine())
+        ]
+        headers = [
+            "source",
+            "folder",
+            "uidvalidity",
+            "last uid",
+            "last poll",
+            "messages",
+            "last error",
+        ]
+        print(_table(rows, headers) if rows else "the inbox has not been read yet")
+        return 0
+    result = poll.poll(
+        ctx.engine(),
+        settings=ctx.settings,
+        secret=reply_secret(),
+        now=ctx.now,
+        dry_run=args.dry_run,
+    )
+    print(result.summary())
+    return 1 if result.errors else 0
 
 
 def cmd_outbox(ctx: Context) -> int:

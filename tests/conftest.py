@@ -11,7 +11,7 @@ import pytest
 
 from rapport.cli import main
 
-pytest_plugins = ["tests.smtp_server"]
+pytest_plugins = ["tests.smtp_server", "tests.dovecot"]
 
 SECRET = "test-secret-0123456789abcdef"
 

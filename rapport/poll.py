@@ -1,0 +1,291 @@
+"""The inbox job: read new mail, classify it, attribute it, record it (``rapport inbox poll``).
+
+Wires mailer/inbox.py (IMAP or Maildir), mailer/classify.py and monitor/signals.py.  Each message
+is recorded in its own transaction together with its folder's cursor, so a poll cut off at any
+point resumes after the last message it recorded and counts nothing twice.  With
+``[imap] file_into`` set, mail that needs no person is moved there once recorded, still unread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, func, insert, select, update
+
+from mailer.classify import Mailbox, classify
+from mailer.inbox import (
+    Cursor,
+    Fetched,
+    ImapEndpoint,
+    ImapSource,
+    InboxError,
+    MaildirSource,
+    MessageSource,
+)
+from monitor import signals
+from program.config import read_secret
+from program.errors import ConfigError
+from program.inbound import needs_a_person
+from program.models import INBOUND, INBOX_CURSORS
+from program.settings import Settings
+from program.store import session_scope
+
+
+def source_name(settings: Settings) -> str | None:
+    """How the inbox is named in cursors: ``imap:user@host:port`` or ``maildir:/path``."""
+    if settings.imap.host:
+        return f"imap:{settings.imap.username}@{settings.imap.host}:{settings.imap.port}"
+    if settings.maildir.path:
+        return f"maildir:{_maildir_path(settings)}"
+    return None
+
+
+def _maildir_path(settings: Settings) -> Path:
+    path = Path(settings.maildir.path)
+    if not path.is_absolute() and settings.source != "<defaults>":
+        path = Path(settings.source).resolve().parent / path
+    return path
+
+
+def open_source(settings: Settings) -> MessageSource:
+    """The configured inbox; ConfigError when there is none or its password is missing."""
+    imap = settings.imap
+    limit = settings.inbox.max_fetch_bytes
+    if imap.host:
+        password = read_secret(imap.password_env, "imap-password")
+        if not password:
+            raise ConfigError(
+                f"{settings.source}: [imap] is set but ${imap.password_env} (or the systemd"
+                " credential imap-password) is empty"
+            )
+        endpoint = ImapEndpoint(
+            host=imap.host,
+            port=imap.port,
+            security=imap.security,
+            username=imap.username,
+            password=password,
+            folders=imap.folders,
+            timeout=imap.timeout.total_seconds(),
+            ca_file=imap.ca_file or None,
+        )
+        return ImapSource(endpoint, body_limit=limit)
+    if settings.maildir.path:
+        return MaildirSource(_maildir_path(settings), folders=imap.folders, body_limit=limit)
+    raise ConfigError(f"{settings.source}: no inbox: set [imap] host or [maildir] path")
+
+
+def mailbox_for(settings: Settings) -> Mailbox:
+    return Mailbox(settings.program.from_address, settings.program.reply_address)
+
+
+def _dedup_id(inbound_id: str | None, raw: bytes) -> str:
+    """The Message-ID, or for a message without one a stand-in from its header block."""
+    if inbound_id:
+        return inbound_id
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    return f"<no-id.{hashlib.sha256(head).hexdigest()[:32]}@rapport.invalid>"
+
+
+@dataclass
+class PollResult:
+    read: int = 0
+    recorded: int = 0
+    duplicates: int = 0
+    filed: int = 0
+    events: int = 0
+    kinds: Counter[str] = field(default_factory=Counter)
+    suppressed: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    dry_run: bool = False
+
+    def summary(self) -> str:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(self.kinds.items()))
+        text = f"read {self.read}" + (f" ({kinds})" if kinds else "")
+        if self.dry_run:
+            return f"dry run: {text}; nothing recorded or moved"
+        text += f"; recorded {self.recorded}, {self.events} activity events"
+        for n, label in ((self.duplicates, "seen before"), (self.filed, "filed")):
+            if n:
+                text += f", {n} {label}"
+        if self.suppressed:
+            text += f", suppressed {len(self.suppressed)}"
+        if self.errors:
+            text += f"; {len(self.errors)} problems: " + "; ".join(self.errors[:3])
+        return text
+
+
+def _cursor(engine: Engine, source: str, folder: str) -> Cursor | None:
+    with engine.connect() as connection:
+        row = connection.execute(
+            select(INBOX_CURSORS.c.uidvalidity, INBOX_CURSORS.c.last_uid).where(
+                INBOX_CURSORS.c.source == source, INBOX_CURSORS.c.folder == folder
+            )
+        ).first()
+    return Cursor(row.uidvalidity, row.last_uid) if row else None
+
+
+def _save_cursor(connection: Any, source: str, folder: str, now: datetime, **values: Any) -> None:
+    where = (INBOX_CURSORS.c.source == source) & (INBOX_CURSORS.c.folder == folder)
+    changed = connection.execute(
+        update(INBOX_CURSORS).where(where).values(updated_at=now, **values)
+    )
+    if changed.rowcount == 0:
+        values.setdefault("uidvalidity", 0)
+        connection.execute(
+            insert(INBOX_CURSORS).values(source=source, folder=folder, updated_at=now, **values)
+        )
+
+
+def poll(
+    engine: Engine,
+    *,
+    settings: Settings,
+    secret: bytes,
+    now: datetime,
+    dry_run: bool = False,
+    source: MessageSource | None = None,
+) -> PollResult:
+    """Read every configured folder once; one bad message or folder never stops the rest."""
+    name = source_name(settings)
+    src = source or open_source(settings)
+    name = name or repr(src)
+    mailbox = mailbox_for(settings)
+    result = PollResult(dry_run=dry_run)
+    file_into = settings.imap.file_into
+    try:
+        for folder in src.folders:
+            to_file: list[tuple[int, int]] = []
+            try:
+                for fetched in src.fetch_new(folder, _cursor(engine, name, folder)):
+                    result.read += 1
+                    handled = _one(
+                        engine, fetched, name, mailbox, settings, secret, now, dry_run, result
+                    )
+                    if handled is not None and file_into and folder != file_into:
+                        to_file.append(handled)
+                if to_file and not dry_run:
+                    src.move(folder, [uid for uid, _ in to_file], file_into)
+                    with session_scope(engine) as session:
+                        signals.mark_filed(session, [inbound_id for _, inbound_id in to_file])
+                    result.filed += len(to_file)
+                if not dry_run:
+                    with engine.begin() as connection:
+                        _save_cursor(
+                            connection, name, folder, now, last_poll_at=now, last_error=None
+                        )
+            except InboxError as exc:
+                result.errors.append(f"{folder}: {exc}")
+                if not dry_run:
+                    with engine.begin() as connection:
+                        _save_cursor(
+                            connection,
+                            name,
+                            folder,
+                            now,
+                            last_error=str(exc)[:1000],
+                            last_error_at=now,
+                        )
+    finally:
+        src.close()
+    return result
+
+
+def _one(
+    engine: Engine,
+    fetched: Fetched,
+    name: str,
+    mailbox: Mailbox,
+    settings: Settings,
+    secret: bytes,
+    now: datetime,
+    dry_run: bool,
+    result: PollResult,
+) -> tuple[int, int] | None:
+    """Classify and record one message with its cursor; returns (uid, inbound id) to file."""
+    inbound = classify(fetched.raw, mailbox, headers_only=not fetched.complete)
+    result.kinds[inbound.kind] += 1
+    if dry_run:
+        return None
+    received = signals.Received(
+        source=name,
+        folder=fetched.folder,
+        uidvalidity=fetched.uidvalidity,
+        uid=fetched.uid,
+        size=fetched.size,
+        received_at=fetched.internaldate,
+        message_id=_dedup_id(inbound.message_id, fetched.raw),
+    )
+    with session_scope(engine) as session:
+        recorded = signals.record(
+            session,
+            inbound,
+            received,
+            secret=secret,
+            now=now,
+            store_bodies=settings.privacy.store_bodies,
+            error=fetched.problem,
+        )
+        _save_cursor(
+            session.connection(),
+            name,
+            fetched.folder,
+            now,
+            uidvalidity=fetched.uidvalidity,
+            last_uid=fetched.uid,
+        )
+    if recorded.duplicate:
+        result.duplicates += 1
+        return None
+    result.recorded += 1
+    result.events += len(recorded.events)
+    result.suppressed += recorded.suppressed
+    if fetched.problem:
+        result.errors.append(f"{fetched.folder} uid {fetched.uid}: {fetched.problem}")
+        return None
+    if recorded.inbound_id is not None and not needs_a_person(inbound):
+        return fetched.uid, recorded.inbound_id
+    return None
+
+
+@dataclass(frozen=True)
+class FolderStatus:
+    source: str
+    folder: str
+    uidvalidity: int
+    last_uid: int
+    last_poll_at: datetime | None
+    last_error: str | None
+    kinds: dict[str, int]
+
+
+def status(engine: Engine) -> list[FolderStatus]:
+    """Per folder: its cursor, the messages recorded by kind, and the last error."""
+    with engine.connect() as connection:
+        cursors = connection.execute(
+            select(INBOX_CURSORS).order_by(INBOX_CURSORS.c.source, INBOX_CURSORS.c.folder)
+        ).all()
+        counts = connection.execute(
+            select(INBOUND.c.source, INBOUND.c.folder, INBOUND.c.kind, func.count()).group_by(
+                INBOUND.c.source, INBOUND.c.folder, INBOUND.c.kind
+            )
+        ).all()
+    kinds: dict[tuple[str, str], dict[str, int]] = {}
+    for source, folder, kind, n in counts:
+        kinds.setdefault((source, folder), {})[kind] = int(n)
+    return [
+        FolderStatus(
+            c.source,
+            c.folder,
+            c.uidvalidity,
+            c.last_uid,
+            c.last_poll_at,
+            c.last_error,
+            kinds.get((c.source, c.folder), {}),
+        )
+        for c in cursors
+    ]

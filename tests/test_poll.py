@@ -1,0 +1,318 @@
+"""`rapport inbox poll` over a Maildir: replies become activity, bounces suppress, nothing twice."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from email.message import EmailMessage
+from pathlib import Path
+
+from tests.conftest import Project, Result
+from tests.smtp_server import SmtpTestServer
+from tests.test_send import _rows, _setup
+
+Cli = Callable[..., Result]
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "mail"
+_sequence = iter(range(1, 1_000_000))
+
+
+def _maildir(project: Project) -> Path:
+    root = project.dir / "Maildir"
+    for sub in ("new", "cur", "tmp"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _deliver(maildir: Path, message: EmailMessage | bytes) -> None:
+    """Drop a message into new/ under a Maildir name from well before now (so it is settled)."""
+    n = next(_sequence)
+    data = message if isinstance(message, bytes) else message.as_bytes()
+    (maildir / "new" / f"{1_700_000_000 + n}.M{n}P1Q1.test").write_bytes(data)
+
+
+def _reply(sender: str, to: str, text: str, *, cc: str = "", in_reply_to: str = "") -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    if cc:
+        message["Cc"] = cc
+    message["Subject"] = "Re: Test Network: Topic 1"
+    message["Message-ID"] = f"<reply-{next(_sequence)}@example.net>"
+    message["Date"] = "Tue, 02 Mar 2027 10:00:00 +0000"
+    if in_reply_to:
+        message["In-Reply-To"] = in_reply_to
+    message.set_content(text)
+    return message
+
+
+def _project(project: Project, cli: Cli, smtp_server: SmtpTestServer) -> Path:
+    """Topics sent to everyone, and a Maildir inbox configured."""
+    _setup(project, cli, smtp_server)
+    maildir = _maildir(project)
+    text = project.config.read_text(encoding="utf-8")
+    project.config.write_text(text + f'[maildir]\npath = "{maildir}"\n', encoding="utf-8")
+    assert cli("--config", project.config, "send", "--now", "2027-03-01T23:00:00Z").code == 0
+    return maildir
+
+
+def _activity(project: Project) -> list[tuple[str, str, int | None]]:
+    with sqlite3.connect(project.db) as connection:
+        return list(
+            connection.execute(
+                "SELECT p.email, a.kind, a.value FROM activity a"
+                " JOIN participant p ON p.id = a.participant_id ORDER BY a.id"
+            )
+        )
+
+
+def _key(project: Project, address: str) -> tuple[str, str]:
+    [row] = _rows(project, f"to_address = '{address}'")
+    return row["reply_key"], row["message_id"]
+
+
+def test_a_checkin_reply_is_attributed_by_its_reply_key(
+    project: Project, cli: Cli, smtp_server: SmtpTestServer
+) -> None:
+    """A reply to the topic's Reply-To carrying '1' records a message and a check-in 1."""
+    maildir = _project(project, cli, smtp_server)
+    key, _ = _key(project, "ana@example.org")
+    _deliver(
+        maildir, _reply("Ana Souza <ana@example.org>", f"coordinators+{key}@example.org", "1\n")
+    )
+    result = cli("--config", project.config, "inbox", "poll", "--now", "2027-03-02T12:00:00Z")
+    assert result.code == 0, result.err
+    assert result.out.strip() == "read 1 (1 human); recorded 1, 2 activity events"
+    assert _activity(project) == [
+        ("ana@example.org", "message", None),
+        ("ana@example.org", "checkin", 1),
+    ]
+    with sqlite3.connect(project.db) as connection:
+        matched, body = connection.execute("SELECT matched_by, body FROM inbound").fetchone()
+    assert (matched, body) == ("reply_key", None)
+    again = cli("--config", project.config, "inbox", "poll", "--now", "2027-03-02T12:05:00Z")
+    assert again.out.strip() == "read 0; recorded 0, 0 activity events"
+    assert list((maildir / "new").iterdir()), "reading must leave the message unread in new/"
+
+
+def test_thread_and_sender_attribution_and_partner_contact(
+    project: Project, cli: Cli, smtp_server: SmtpTestServer
+) -> None:
+    """In-Reply-To finds the participant; mail to the partner copying +log is partner contact."""
+    maildir = _project(project, cli, smtp_server)
+    _, message_id = _key(project, "kelsey@example.org")
+    _deliver(
+        maildir,
+        _reply(
+            "kelsey@example.org",
+            "coordinators@example.org",
+            "2 - no answer yet",
+            in_reply_to=message_id,
+        ),
+    )
+    _deliver(
+        maildir,
+        _reply(
+            "AMARA@example.org",
+            "kelsey@example.org",
+            "Bonjour Kelsey !",
+            cc="coordinators+log@example.org",
+        ),
+    )
+    result = cli("--config", project.config, "inbox", "poll", "--now", "2027-03-02T12:00:00Z")
+    assert result.out.strip() == "read 2 (2 human); recorded 2, 4 activity events"
+    assert _activity(project) == [
+        ("kelsey@example.org", "message", None),
+        ("kelsey@example.org", "checkin", 2),
+        ("amara@example.org", "message", None),
+        ("amara@example.org", "partner_contact", None),
+    ]
+    with sqlite3.connect(project.db) as connection:
+        matched = [m for (m,) in connection.execute("SELECT matched_by FROM inbound ORDER BY id")]
+    assert matched == ["in_reply_to", "sender"]
+
+
+def test_a_forged_reply_key_counts_for_nothing(
+    project: Project, cli: Cli, smtp_server: SmtpTestServer
+) -> None:
+    """A key whose HMAC does not verify attributes nothing; a real key from another member's
+    address is not taken for the key's owner."""
+    maildir = _project(project, cli, smtp_server)
+    _deliver(
+        maildir,
+        _reply("stranger@example.net", "coordinators+aaaaaaaaaaaaaaaaaaaa@example.org", "1"),
+    )
+    ana_key, _ = _key(project, "ana@example.org")
+    _deliver(maildir, _reply("kelsey@example.org", f"coordinators+{ana_key}@example.org", "1"))
+    cli("--config", project.config, "inbox", "poll", "--now", "2027-03-02T12:00:00Z")
+    assert ("ana@example.org", "checkin", 1) not in _activity(project)
+    assert _activity(project) == [
+        ("kelsey@example.org", "message", None),
+        ("kelsey@example.org", "checkin", 1),
+    ]
+
+
+def test_bounce_suppresses_and_marks_bouncing(
+    project: Project, cli: Cli, smtp_server: SmtpTestServer
+) -> None:
+    """A DSN failing a participant suppresses the address; the next topic is not sent to it."""
+    maildir = _project(project, cli, smtp_server)
+    dsn = (
+        b"From: MAILER-DAEMON@mx.example.net\r\nTo: coordinators@example.org\r\n"
+        b"Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <dsn-1@mx.example.net>\r\n"
+        b"Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        b"--B\r\nContent-Type: text/plain\r\n\r\nThe mail system could not deliver it.\r\n"
+        b"--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        b"Reporting-MTA: dns; mx.example.net\r\n\r\n"
+        b"Final-Recipient: rfc822; priya@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        b"Diagnostic-Code: smtp; 550 5.1.1 user unknown\r\n\r\n--B--\r\n"
+    )
+    _deliver(maildir, dsn)
+    result = cli("--config", project.config, "inbox", "poll", "--now", "2027-03-02T12:00:00Z")
+    assert result.out.strip().startswith(
+        "read 1 (1 bounce); recorded 1, 1 activity events, suppressed 1"
+    )
+    with sqlite3.connect(project.db) as connection:
+        assert connection.execute("SELECT email, reason FROM suppression").fetchall() == [
+            ("priya@example.org", "bounce")
+        ]
+        assert connection.execute(
+            "SELECT bouncing_since IS NOT NULL FROM participant WHERE email = 'priya@example.org'"
+        ).fetchone() == (1,)
+    sent = cli("--config", project.config, "send", "--now", "2027-03-15T23:00:00Z")
+    assert sent.out.strip() == "planned 5 (1 suppressed); sent 5"
+
+
+def test_unsubscribe_suppresses_only_the_key_owner(
+    project: Project, cli: Cli, smtp_server: SmtpTestServer
+) -> None:
+    """A reply to the List-Unsubscribe mailto suppresses the key's participant and no one else."""
+    maildir = _project(project, cli, smtp_server)
+    key, _ = _key(project, "lukasz@example.org")
+    message = _reply(
+        "lukasz@example.org", f"coordinators+unsubscribe-{key}@example.org", "unsubscribe"
+    )
+    _deliver(maildir, message)
+    cli("--config", project.config, "inbox", "poll", "--now", "2027-03-02T12:00:00Z")
+    with sqlite3.connect(project.db) as connection:
+        assert connection.execute("SELECT email, reason FROM suppression").fetchall() == [
+            ("lukasz@example.org", "unsubscribe")
+        ]
+
+
+def test_auto_replies_are_not_activity_and_dry_run_records_nothing(
+    project: Project, cli: Cli, smtp_server: SmtpTestServer
+) -> None:
+    """An out-of-office is recorded but is not activity; --dry-run records and moves nothing."""
+    maildir = _project(project, cli, smtp_server)
+    key, _ = _key(project, "wang@example.org")
+    away = _reply("wang@example.org", f"coordinators+{key}@example.org", "I am away until Monday.")
+    away.replace_header("Subject", "Automatic reply: Test Network: Topic 1")
+    away["Auto-Submitted"] = "auto-replied"
+    _deliver(maildir, away)
+    before = project.dump()
+    dry = cli(
+        "--config", project.config, "inbox", "poll", "--dry-run", "--now", "2027-03-02T12:00:00Z"
+    )
+    assert dry.out.strip() == "dry run: read 1 (1 auto_reply); nothing recorded or moved"
+    assert project.dump() == before
+    result = cli("--config", project.config, "inbox", "poll", "--now", "2027-03-02T12:00:00Z")
+    assert result.out.strip() == "read 1 (1 auto_reply); recorded 1, 0 activity events"
+    assert _activity(project) == []
+    status = cli("--config", project.config, "inbox", "status").out.splitlines()
+    assert status[0].split()[:3] == ["source", "folder", "uidvalidity"]
+    assert "auto_reply=1" in status[1] and "INBOX" in status[1]
+
+
+def test_inbox_classify_prints_the_json_contract(
+    project: Project, cli: Cli, tmp_path: Path
+) -> None:
+    """inbox classify prints one JSON object per file with exactly the contract's keys."""
+    path = tmp_path / "reply.eml"
+    path.write_bytes(
+        _reply("ana@example.org", "coordinators+abcdefghij2345672345@example.org", "3").as_bytes()
+    )
+    result = cli("--config", project.config, "inbox", "classify", path, path)
+    lines = result.out.splitlines()
+    assert len(lines) == 2
+    found = json.loads(lines[0])
+    assert set(found) == {
+        "file",
+        "kind",
+        "sender",
+        "reply_key",
+        "in_reply_to",
+        "checkin",
+        "bounced",
+        "reason",
+    }
+    assert (found["kind"], found["sender"], found["reply_key"], found["checkin"]) == (
+        "human",
+        "ana@example.org",
+        "abcdefghij2345672345",
+        3,
+    )
+    missing = cli("--config", project.config, "inbox", "classify", tmp_path / "nope.eml")
+    assert missing.code == 2 and "nope.eml: cannot read" in missing.err
+
+
+def test_no_inbox_configured_is_a_config_error(project: Project, cli: Cli) -> None:
+    """poll without [imap] or [maildir] says what to set (exit 2)."""
+    result = cli("--config", project.config, "inbox", "poll")
+    assert result.code == 2 and "no inbox: set [imap] host or [maildir] path" in result.err
+
+
+def test_an_alias_counts_as_its_participant(
+    project: Project, cli: Cli, smtp_server: SmtpTestServer
+) -> None:
+    """Mail from an alias a coordinator added is attributed to the participant."""
+    maildir = _project(project, cli, smtp_server)
+    added = cli(
+        "--config",
+        project.config,
+        "participant",
+        "alias",
+        "ana@example.org",
+        "Ana.Home@Example.net",
+    )
+    assert added.out.strip() == "ana.home@example.net now counts as ana@example.org"
+    again = cli(
+        "--config",
+        project.config,
+        "participant",
+        "alias",
+        "ana@example.org",
+        "ana.home@example.net",
+    )
+    assert again.out.strip() == "ana.home@example.net already counts as ana@example.org"
+    taken = cli(
+        "--config", project.config, "participant", "alias", "kelsey@example.org", "ana@example.org"
+    )
+    assert taken.code == 2 and "is a participant's own address" in taken.err
+    _deliver(maildir, _reply("ana.home@example.net", "coordinators@example.org", "3 not yet"))
+    cli("--config", project.config, "inbox", "poll", "--now", "2027-03-02T12:00:00Z")
+    assert _activity(project) == [
+        ("ana@example.org", "message", None),
+        ("ana@example.org", "checkin", 3),
+    ]
+
+
+def test_a_recreated_maildir_counts_nothing_twice(
+    project: Project, cli: Cli, smtp_server: SmtpTestServer
+) -> None:
+    """A folder replaced by a copy (a new UIDVALIDITY) is read again, and nothing counts twice."""
+    maildir = _project(project, cli, smtp_server)
+    key, _ = _key(project, "ana@example.org")
+    _deliver(maildir, _reply("ana@example.org", f"coordinators+{key}@example.org", "1"))
+    cli("--config", project.config, "inbox", "poll", "--now", "2027-03-02T12:00:00Z")
+    copy = maildir.with_name("Maildir.copy")
+    maildir.rename(copy)
+    _maildir(project)
+    for path in (copy / "new").iterdir():
+        (maildir / "new" / path.name).write_bytes(path.read_bytes())
+    _deliver(maildir, _reply("priya@example.org", "coordinators@example.org", "1"))
+    result = cli("--config", project.config, "inbox", "poll", "--now", "2027-03-02T13:00:00Z")
+    assert result.out.strip() == "read 2 (2 human); recorded 1, 2 activity events, 1 seen before"
+    kinds = [(email, kind) for email, kind, _ in _activity(project)]
+    assert kinds.count(("ana@example.org", "checkin")) == 1
