@@ -1,0 +1,184 @@
+"""`rapport inbox poll` against a real Dovecot: once, unread, filed, and safe across faults."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+
+from mailer.inbox import ImapSource
+from monitor import signals
+from program.config import database_url, load_config
+from program.store import make_engine
+from rapport import poll
+from tests.conftest import SECRET, Project, Result
+from tests.dovecot import DovecotServer
+from tests.smtp_server import SmtpTestServer
+from tests.test_poll import _activity, _key, _reply
+from tests.test_send import _setup
+
+Cli = Callable[..., Result]
+NOW = "2027-03-02T12:00:00Z"
+
+
+@pytest.fixture
+def imap_project(
+    project: Project,
+    cli: Cli,
+    smtp_server: SmtpTestServer,
+    dovecot: DovecotServer,
+    imap_folders: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[Project, str, str]:
+    """Topics sent to everyone, and [imap] pointing at a fresh folder of the test Dovecot."""
+    _setup(project, cli, smtp_server)
+    inbox, filed = imap_folders(), imap_folders(create=False)
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", dovecot.password)
+    project.config.write_text(
+        project.config.read_text(encoding="utf-8")
+        + "[imap]\n"
+        + 'host = "localhost"\n'
+        + f"port = {dovecot.port}\n"
+        + 'security = "starttls"\n'
+        + f'username = "{dovecot.username}"\n'
+        + 'password_env = "TEST_IMAP_PASSWORD"\n'
+        + f'ca_file = "{dovecot.ca_file}"\n'
+        + f'folders = ["{inbox}"]\n',
+        encoding="utf-8",
+    )
+    assert cli("--config", project.config, "send", "--now", "2027-03-01T23:00:00Z").code == 0
+    return project, inbox, filed
+
+
+def test_messages_are_ingested_once_and_stay_unread(
+    imap_project: tuple[Project, str, str], cli: Cli, dovecot: DovecotServer
+) -> None:
+    """Mail appended over IMAP is recorded once across polls, and \\Seen is never set."""
+    project, inbox, _ = imap_project
+    key, _ = _key(project, "ana@example.org")
+    uids = [
+        dovecot.append(
+            inbox, _reply("ana@example.org", f"coordinators+{key}@example.org", "1").as_bytes()
+        ),
+        dovecot.append(
+            inbox, _reply("kelsey@example.org", "coordinators@example.org", "Hello!").as_bytes()
+        ),
+    ]
+    first = cli("--config", project.config, "inbox", "poll", "--now", NOW)
+    assert first.code == 0, first.err
+    assert first.out.strip() == "read 2 (2 human); recorded 2, 3 activity events"
+    second = cli("--config", project.config, "inbox", "poll", "--now", NOW)
+    assert second.out.strip() == "read 0; recorded 0, 0 activity events"
+    uids.append(
+        dovecot.append(
+            inbox, _reply("priya@example.org", "coordinators@example.org", "3").as_bytes()
+        )
+    )
+    third = cli("--config", project.config, "inbox", "poll", "--now", NOW)
+    assert third.out.strip() == "read 1 (1 human); recorded 1, 2 activity events"
+    assert all("\\Seen" not in dovecot.flags(inbox, uid) for uid in uids)
+    status = cli("--config", project.config, "inbox", "status").out
+    assert inbox in status and "human=3" in status
+
+
+def test_file_into_moves_what_needs_no_person(
+    imap_project: tuple[Project, str, str], cli: Cli, dovecot: DovecotServer
+) -> None:
+    """With file_into, a bare check-in and an auto-reply are moved, unread; a real reply stays."""
+    project, inbox, filed = imap_project
+    project.config.write_text(
+        project.config.read_text(encoding="utf-8") + f'file_into = "{filed}"\n', encoding="utf-8"
+    )
+    key, _ = _key(project, "ana@example.org")
+    checkin = _reply("ana@example.org", f"coordinators+{key}@example.org", "1")
+    away = _reply("wang@example.org", "coordinators@example.org", "Away until Monday.")
+    away.replace_header("Subject", "Automatic reply: Topic 1")
+    away["Auto-Submitted"] = "auto-replied"
+    story = _reply(
+        "kelsey@example.org",
+        "coordinators@example.org",
+        "1\n\nWe met on Tuesday, and I have a question about the next topic:\n"
+        "could we swap it for one on digital preservation? Amara and I both work on it.",
+    )
+    for message in (checkin, away, story):
+        dovecot.append(inbox, message.as_bytes())
+    dry = cli("--config", project.config, "inbox", "poll", "--dry-run", "--now", NOW)
+    assert dry.out.strip() == "dry run: read 3 (1 auto_reply, 2 human); nothing recorded or moved"
+    assert len(dovecot.uids(inbox)) == 3
+    result = cli("--config", project.config, "inbox", "poll", "--now", NOW)
+    assert (
+        result.out.strip()
+        == "read 3 (1 auto_reply, 2 human); recorded 3, 4 activity events, 2 filed"
+    )
+    [left] = dovecot.uids(inbox)
+    moved = dovecot.uids(filed)
+    assert len(moved) == 2
+    assert all("\\Seen" not in dovecot.flags(filed, uid) for uid in moved)
+    assert "\\Seen" not in dovecot.flags(inbox, left)
+    with sqlite3.connect(project.db) as connection:
+        filed_flags = dict(connection.execute("SELECT sender, filed FROM inbound"))
+    assert filed_flags == {"ana@example.org": 1, "wang@example.org": 1, "kelsey@example.org": 0}
+
+
+def test_a_changed_uidvalidity_counts_nothing_twice(
+    imap_project: tuple[Project, str, str], cli: Cli, dovecot: DovecotServer
+) -> None:
+    """A folder recreated with the same mail (new UIDVALIDITY) is re-read; nothing counts twice."""
+    project, inbox, _ = imap_project
+    key, _ = _key(project, "ana@example.org")
+    raw = _reply("ana@example.org", f"coordinators+{key}@example.org", "1").as_bytes()
+    dovecot.append(inbox, raw)
+    cli("--config", project.config, "inbox", "poll", "--now", NOW)
+    dovecot.recreate(inbox)
+    dovecot.append(inbox, raw)
+    dovecot.append(inbox, _reply("priya@example.org", "coordinators@example.org", "2").as_bytes())
+    result = cli("--config", project.config, "inbox", "poll", "--now", NOW)
+    assert result.out.strip() == "read 2 (2 human); recorded 1, 2 activity events, 1 seen before"
+    checkins = [(email, value) for email, kind, value in _activity(project) if kind == "checkin"]
+    assert checkins == [("ana@example.org", 1), ("priya@example.org", 2)]
+
+
+def test_the_server_killed_mid_poll_resumes_where_it_left_off(
+    imap_project: tuple[Project, str, str],
+    dovecot: DovecotServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Dovecot killed after three messages: the poll reconnects, resumes, records each once."""
+    project, inbox, _ = imap_project
+    for n in range(8):
+        sender = ("ana", "kelsey", "priya", "wang")[n % 4]
+        dovecot.append(
+            inbox,
+            _reply(f"{sender}@example.org", "coordinators@example.org", f"note {n}").as_bytes(),
+        )
+    settings = load_config(project.config)
+    engine = make_engine(database_url(settings))
+    record = signals.record
+    calls = 0
+
+    def record_then_kill(*args: object, **kwargs: object) -> signals.Recorded:
+        nonlocal calls
+        calls += 1
+        result = record(*args, **kwargs)  # type: ignore[arg-type]
+        if calls == 3:
+            dovecot.kill()
+        return result
+
+    monkeypatch.setattr(signals, "record", record_then_kill)
+    restarts: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the backoff: bring the server back instead of waiting
+        restarts.append(seconds)
+        dovecot.start()
+
+    source = ImapSource(dovecot.endpoint("starttls", folders=(inbox,)), batch=2, sleep=sleep)
+    now = datetime(2027, 3, 2, 12, tzinfo=UTC)
+    result = poll.poll(engine, settings=settings, secret=SECRET.encode(), now=now, source=source)
+    assert restarts, "the poll never had to reconnect"
+    assert (result.read, result.recorded, result.duplicates) == (8, 8, 0)
+    with sqlite3.connect(project.db) as connection:
+        assert connection.execute(
+            "SELECT count(*), count(DISTINCT uid) FROM inbound"
+        ).fetchone() == (8, 8)
