@@ -80,7 +80,9 @@ def open_source(settings: Settings) -> MessageSource:
 
 
 def mailbox_for(settings: Settings) -> Mailbox:
-    return Mailbox(settings.program.from_address, settings.program.reply_address)
+    """The program's addresses and the languages whose check-in words count."""
+    languages = tuple(dict.fromkeys(("en", "fr", "es", settings.program.default_language)))
+    return Mailbox(settings.program.from_address, settings.program.reply_address, languages)
 
 
 def _dedup_id(inbound_id: str | None, raw: bytes) -> str:
