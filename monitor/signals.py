@@ -285,3 +285,30 @@ def mark_filed(session: Session, inbound_ids: list[int]) -> None:
         session.connection().execute(
             update(INBOUND).where(INBOUND.c.id.in_(inbound_ids)).values(filed=True)
         )
+
+
+def unsubscribe(session: Session, key: str, *, secret: bytes, now: datetime) -> str | None:
+    """One-click unsubscribe (RFC 8058): suppress the participant a verified reply key names.
+
+    Returns their address, or None when the key does not verify (nothing is changed then).
+    """
+    connection = session.connection()
+    row = _by_reply_key(connection, key.strip().lower(), secret)
+    if row is None or row.participant_id is None:
+        return None
+    email = connection.execute(
+        select(PARTICIPANTS.c.email).where(PARTICIPANTS.c.id == row.participant_id)
+    ).scalar()
+    if email is None:
+        return None
+    _suppress(connection, email, "unsubscribe", "one-click", now)
+    connection.execute(
+        insert(ACTIVITY).values(
+            partnership_id=row.partnership_id,
+            participant_id=row.participant_id,
+            kind="unsubscribe",
+            occurred_at=now,
+            created_at=now,
+        )
+    )
+    return str(email)

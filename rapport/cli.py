@@ -131,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     alias.add_argument("address", metavar="ADDRESS")
     now_option(alias)
 
+    unsub = commands.add_parser(
+        "unsubscribe", help="one-click unsubscribe: suppress the participant a reply key names"
+    )
+    unsub.add_argument("key", metavar="KEY", help="the {key} from program.unsubscribe_url")
+    now_option(unsub)
+
     inbox = commands.add_parser("inbox", help="read the coordinators' inbox").add_subparsers(
         dest="inbox_command", required=True, parser_class=_Parser
     )

@@ -21,6 +21,7 @@ from mailer import outbox
 from mailer.classify import classify_file
 from mailer.compose import Composer
 from mailer.render import preview
+from monitor import signals
 from program import roster, topics
 from program.config import reply_secret
 from program.errors import NotFound
@@ -219,6 +220,15 @@ def cmd_participant(ctx: Context) -> int:
         added = roster.add_alias(args.email, args.address, session=session, now=ctx.now)
     email, address = args.email.strip().lower(), args.address.strip().lower()
     print(f"{address} now counts as {email}" if added else f"{address} already counts as {email}")
+    return 0
+
+
+def cmd_unsubscribe(ctx: Context) -> int:
+    with session_scope(ctx.engine()) as session:
+        email = signals.unsubscribe(session, ctx.args.key, secret=reply_secret(), now=ctx.now)
+    if email is None:
+        raise NotFound("unsubscribe: that key names no participant (mistyped or forged)")
+    print(f"{email} is unsubscribed: Rapport will send them nothing more")
     return 0
 
 

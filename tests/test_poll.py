@@ -316,3 +316,26 @@ def test_a_recreated_maildir_counts_nothing_twice(
     assert result.out.strip() == "read 2 (2 human); recorded 1, 2 activity events, 1 seen before"
     kinds = [(email, kind) for email, kind, _ in _activity(project)]
     assert kinds.count(("ana@example.org", "checkin")) == 1
+
+
+def test_one_click_unsubscribe_by_key(
+    project: Project, cli: Cli, smtp_server: SmtpTestServer
+) -> None:
+    """`rapport unsubscribe KEY` (for a one-click handler) suppresses that participant only;
+    a forged key changes nothing and exits 2."""
+    _project(project, cli, smtp_server)
+    key, _ = _key(project, "wang@example.org")
+    result = cli("--config", project.config, "unsubscribe", key.upper())
+    assert result.code == 0, result.err
+    assert (
+        result.out.strip()
+        == "wang@example.org is unsubscribed: Rapport will send them nothing more"
+    )
+    before = project.dump()
+    forged = cli("--config", project.config, "unsubscribe", "a" * 20)
+    assert forged.code == 2 and "names no participant" in forged.err
+    assert project.dump() == before
+    with sqlite3.connect(project.db) as connection:
+        assert connection.execute("SELECT email, reason FROM suppression").fetchall() == [
+            ("wang@example.org", "unsubscribe")
+        ]
