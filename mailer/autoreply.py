@@ -36,7 +36,7 @@ from typing import Any
 
 import flufl.bounce
 
-from mailer.checkin import header_params, header_text
+from mailer.mimetext import header_params, header_text
 
 try:  # flufl.bounce runs these in order; iterating them ourselves tells which one matched
     from flufl.bounce import _scan as _flufl_scan

@@ -1,250 +1,33 @@
 """A reply's own text and the check-in answer it starts with: pure, no I/O.
 
-:func:`body_text` picks the message's own text part (text/plain first, else HTML turned into
-text), never looking inside attached messages, and decodes it whatever its transfer encoding
-and charset claim.  :func:`own_text` removes what the sender did not write: quoted lines,
-everything after an attribution ("On ... wrote:", "Le ... a écrit :", "Am ... schrieb ...:"),
-an Outlook header block or "Original Message" separator, and the signature ("-- ", "Sent from
-my iPhone").  :func:`checkin_answer` reads only the start of that text.
+:func:`own_text` removes what the sender did not write from a message's text (as
+:func:`mailer.mimetext.body_text` finds it): quoted lines, everything after an attribution ("On
+... wrote:", "Le ... a écrit :", "Am ... schrieb ...:"), an Outlook header block or "Original
+Message" separator, and the signature ("-- ", "Sent from my iPhone").  :func:`checkin_answer`
+reads only the start of that text.
 
-Every step is linear in its input, which callers cap (see ``MAX_SCAN``), so hostile HTML or a
-huge part costs no more than a long ordinary one.
+Every step is linear in its input, which callers cap (see ``MAX_SCAN`` in mailer/mimetext.py),
+so a huge reply costs no more than a long ordinary one.
 """
 
 from __future__ import annotations
 
-import binascii
-import html
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
-from email.message import Message
+from collections.abc import Iterable
 from functools import lru_cache
 
+from mailer.mimetext import MAX_SCAN, QUOTE_END, QUOTE_START
+
 __all__ = [
-    "MAX_SCAN",
     "asks_unsubscribe",
-    "body_text",
     "checkin_answer",
-    "decode_bytes",
-    "header_params",
-    "header_text",
-    "html_to_text",
     "own_text",
 ]
-
-MAX_SCAN = 256 * 1024  # characters of a text part looked at; a reply's own text comes first
-MAX_PARTS = 500  # MIME parts visited when looking for the text part
-_QUOTE_START, _QUOTE_END = "\ue000", "\ue001"  # private-use marks around HTML blockquotes
-
-# Mislabelled charsets seen in the wild, mapped to the superset that decodes what was meant.
-_CHARSET_ALIASES = {
-    "gb2312": "gb18030",
-    "gbk": "gb18030",
-    "x-gbk": "gb18030",
-    "ks_c_5601-1987": "cp949",
-    "iso-8859-8-i": "iso-8859-8",
-    "windows-874": "cp874",
-    "x-sjis": "shift_jis",
-    "shift-jis": "shift_jis",
-    "x-mac-roman": "mac_roman",
-    "ascii": "us-ascii",
-    "unknown-8bit": "",
-    "x-unknown": "",
-    "unknown": "",
-}
-# Charsets whose encoded bytes can all be ASCII while the text is not.
-_SEVEN_BIT = ("iso-2022", "utf-7", "utf-16", "utf-32", "hz", "utf_7", "utf_16", "utf_32")
-_PARAM = re.compile(r';\s*([A-Za-z0-9_.*-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)')
-_B64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")
-
-
-def header_params(value: str) -> tuple[str, dict[str, str]]:
-    """``"text/plain; charset=utf-8"`` -> ``("text/plain", {"charset": "utf-8"})``, lower-cased.
-
-    Forgiving where email.message is strict: a Content-Type with raw 8-bit bytes or no slash
-    gives an empty type, never an exception.
-    """
-    main = value.split(";", 1)[0].strip().lower()
-    params: dict[str, str] = {}
-    for name, raw in _PARAM.findall(value[:2048]):
-        if raw.startswith('"'):
-            raw = raw[1:-1].replace('\\"', '"').replace("\\\\", "\\")
-        params.setdefault(name.lower(), raw.strip())
-    return (main if main.count("/") == 1 else ""), params
-
-
-def decode_bytes(data: bytes, charset: str | None) -> str:
-    """Text from ``data`` in ``charset``, trying UTF-8 then Latin-1 when the label is no use."""
-    name = (charset or "").strip().strip('"').lower()
-    name = _CHARSET_ALIASES.get(name, name)
-    if data.isascii() and b"\x1b" not in data and not name.startswith(_SEVEN_BIT):
-        return data.decode("ascii")
-    if name and name != "us-ascii":
-        try:
-            return data.decode(name, errors="replace")
-        except Exception:  # unknown, non-text (zlib, rot13) or broken codec: fall back below
-            pass
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("cp1252", errors="replace")
-
-
-def header_text(value: str) -> str:
-    """A compat32 header value as text: raw 8-bit bytes read as UTF-8 (else Windows-1252),
-    folding removed."""
-    value = value.replace("\r\n", "").replace("\n", "").replace("\r", "")
-    if value.isascii():
-        return value
-    try:
-        data = value.encode("ascii", "surrogateescape")
-    except UnicodeEncodeError:
-        return value
-    return decode_bytes(data, None)
-
-
-def part_bytes(part: Message, limit: int = MAX_SCAN * 4) -> bytes:
-    """The decoded payload of a leaf part, tolerant of bad base64 and quoted-printable.
-
-    Decodes with binascii (C) on the first ``limit`` characters: email's own decoder is pure
-    Python for quoted-printable and reads the whole part.
-    """
-    payload = part.get_payload()
-    if not isinstance(payload, str):
-        return b""
-    cte = str(part.get("content-transfer-encoding", "")).strip().lower()
-    if cte not in ("base64", "quoted-printable") or not payload.isascii():
-        # 8-bit bodies: email gives the original bytes back only through decode=True.
-        data = part.get_payload(decode=True)
-        return data[:limit] if isinstance(data, bytes) else b""
-    data = payload[:limit].encode("ascii")
-    if cte == "base64":
-        data = _B64_JUNK.sub(b"", data)
-        data = data[: len(data) - len(data) % 4]
-        try:
-            return binascii.a2b_base64(data)
-        except (binascii.Error, ValueError):
-            return b""
-    return binascii.a2b_qp(data)
-
-
-def _leaf_parts(msg: Message) -> Iterator[Message]:
-    """Leaf parts in order, not entering attached messages (message/*), at most MAX_PARTS."""
-    stack = [msg]
-    seen = 0
-    while stack and seen < MAX_PARTS:
-        part = stack.pop()
-        seen += 1
-        payload = part.get_payload()
-        if isinstance(payload, list):
-            ctype, _ = header_params(str(part.get("content-type", "")))
-            if not ctype.startswith("message/"):
-                stack.extend(p for p in reversed(payload) if isinstance(p, Message))
-            continue
-        yield part
-
-
-def body_text(msg: Message) -> str:
-    """The message's own text: its first inline text/plain part, else its first text/html part
-    turned into text, else the salvaged text of a multipart whose boundary was lost.
-
-    At most MAX_SCAN characters.  A part without a usable Content-Type is text/plain (RFC 2045).
-    """
-    html_part: Message | None = None
-    broken: Message | None = None
-    for part in _leaf_parts(msg):
-        ctype, params = header_params(str(part.get("content-type", "")))
-        disposition = str(part.get("content-disposition", "")).strip().lower()
-        if disposition.startswith("attachment"):
-            continue
-        if ctype in ("text/plain", ""):
-            return decode_bytes(part_bytes(part), params.get("charset"))[:MAX_SCAN]
-        if ctype == "text/html" and html_part is None:
-            html_part = part
-        elif ctype.startswith("multipart/") and broken is None:
-            broken = part
-    if html_part is not None:
-        _, params = header_params(str(html_part.get("content-type", "")))
-        text = decode_bytes(part_bytes(html_part), params.get("charset"))[:MAX_SCAN]
-        return html_to_text(text)
-    if broken is not None:
-        return _salvage(decode_bytes(part_bytes(broken), None)[:MAX_SCAN])
-    return ""
-
-
-def _salvage(text: str) -> str:
-    """The first part's body of a multipart the parser could not split (no boundary)."""
-    lines = text.replace("\r\n", "\n").split("\n")
-    start = next((i for i, line in enumerate(lines) if line.strip()), 0)
-    marker = lines[start].strip() if start < len(lines) else ""
-    if not marker.startswith("--"):
-        return text
-    body_at = next((i for i in range(start, len(lines)) if not lines[i].strip()), len(lines))
-    end = next(
-        (i for i in range(body_at, len(lines)) if lines[i].strip().startswith(marker)), len(lines)
-    )
-    return "\n".join(lines[body_at + 1 : end])
 
 
 def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())
-
-
-_TAG_NAME = re.compile(r"/?\s*([A-Za-z][A-Za-z0-9]*)")
-_BLOCK_TAGS = _words(
-    "br p div tr li ul ol h1 h2 h3 h4 h5 h6 table hr pre address section article header "
-    "footer center dd dt dl"
-)
-_SKIP_TAGS = frozenset({"style", "script", "head", "title", "template"})
-_BLANK_LINES = re.compile(r"\n{3,}")
-_WHITESPACE = re.compile(r"[ \t\r\n\f\v]+")
-
-
-def html_to_text(source: str) -> str:
-    """Readable text of an HTML body: block elements become line breaks, blockquotes are
-    marked as quotes for :func:`own_text`, scripts and styles vanish.
-
-    A hand-written scanner rather than html.parser: it only ever moves forward, so unclosed
-    tags and comments cost linear time.
-    """
-    out: list[str] = []
-    lower = source.lower()
-    pos, size = 0, len(source)
-    while pos < size:
-        lt = source.find("<", pos)
-        if lt < 0:
-            lt = size
-        if lt > pos:
-            out.append(_WHITESPACE.sub(" ", html.unescape(source[pos:lt])))
-        if lt >= size:
-            break
-        if source.startswith("<!--", lt):
-            end = source.find("-->", lt + 4)
-            pos = size if end < 0 else end + 3
-            continue
-        gt = source.find(">", lt + 1)
-        if gt < 0:
-            break
-        match = _TAG_NAME.match(source, lt + 1, gt)
-        pos = gt + 1
-        if not match:
-            continue
-        name = match.group(1).lower()
-        closing = source[lt + 1 : gt].lstrip().startswith("/")
-        if name in _SKIP_TAGS and not closing:
-            end = lower.find("</" + name, pos)
-            if end < 0:
-                break
-            close = source.find(">", end)
-            pos = size if close < 0 else close + 1
-        elif name == "blockquote":
-            out.append(f"\n{_QUOTE_END if closing else _QUOTE_START}\n")
-        elif name in _BLOCK_TAGS:
-            out.append("\n")
-    text = "".join(out).replace("\xa0", " ")
-    text = "\n".join(line.strip() for line in text.split("\n"))
-    return _BLANK_LINES.sub("\n\n", text)
 
 
 # --- own text -------------------------------------------------------------------------------
@@ -312,9 +95,9 @@ def own_text(text: str, limit: int = 20_000) -> str:
     while i < n:
         line = lines[i]
         stripped = line.strip()
-        if stripped == _QUOTE_START:
+        if stripped == QUOTE_START:
             depth += 1
-        elif stripped == _QUOTE_END:
+        elif stripped == QUOTE_END:
             depth = max(0, depth - 1)
         elif depth or stripped.startswith(">"):
             pass
@@ -326,7 +109,7 @@ def own_text(text: str, limit: int = 20_000) -> str:
                 j = i + span
                 while j < n and not lines[j].strip():
                     j += 1
-                if j < n and lines[j].lstrip().startswith((">", _QUOTE_START)):
+                if j < n and lines[j].lstrip().startswith((">", QUOTE_START)):
                     i = j
                     continue
                 if sure or j >= n:

@@ -19,26 +19,22 @@ names it):
 6. ``human``: everything else; only these get ``text`` and ``checkin`` (mailer/checkin.py).
 
 Speed and safety: headers are parsed with compat32 (about 25 times faster than
-``policy=default``, see LIMITS.md) and the few fields used are decoded here.  Bodies are parsed
-only for bounce candidates (their first 128 KiB) and human mail (the first 1 MiB).  A header
-longer than 8 KiB is cut (References keeps its end: the parent is last), at most 400 headers
-and 100 References are kept, a body with more than 100 multipart or message containers is not
-parsed at all and only the first 2,000 MIME boundaries are, so no input costs more than a large
-ordinary message.  Nothing raises: a
-message that defeats the parser is classified from whatever could be read, and what was wrong
-is listed in ``defects``.
+``policy=default``, see LIMITS.md) and the few fields used are decoded by mailer/mimetext.py.
+Bodies are parsed only for bounce candidates (their first 128 KiB) and human mail (the first
+1 MiB).  A header longer than 8 KiB is cut (References keeps its end: the parent is last), at
+most 400 headers and 100 References are kept, a body with more than 100 multipart or message
+containers is not parsed at all and only the first 2,000 MIME boundaries are (those limits but
+References' are in mailer/mimetext.py), so no input costs more than a large ordinary message.
+Nothing raises: a message that defeats the parser is classified from whatever could be read,
+and what was wrong is listed in ``defects``.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.header import decode_header
-from email.message import Message
-from email.parser import BytesHeaderParser, BytesParser
+from email.parser import BytesHeaderParser
 from email.policy import compat32
-from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -53,35 +49,31 @@ from mailer.autoreply import (
     late_auto_reply_reason,
     read_bounce,
 )
-from mailer.checkin import (
-    asks_unsubscribe,
+from mailer.checkin import asks_unsubscribe, checkin_answer, own_text
+from mailer.mimetext import (
+    Headers,
     body_text,
-    checkin_answer,
-    decode_bytes,
+    cap_headers,
+    decode_words,
+    header_date,
+    header_fields,
     header_params,
-    header_text,
-    own_text,
+    parse_message,
+    split_head,
 )
 from program.errors import InputError, Problem
 from program.inbound import AUTO_REPLY, BOUNCE, BULK, HUMAN, LOOP, Inbound
 
 __all__ = ["Mailbox", "classify", "classify_file"]
 
-MAX_HEADER = 8 * 1024  # bytes of one header field, unfolded
-MAX_HEADERS = 400  # header fields kept
-MAX_HEADER_BLOCK = 1024 * 1024  # bytes of header fields kept in all
 MAX_REFERENCES = 100  # the first (thread root) and the last 99
 MAX_ADDRESSES = 100  # recipients kept
-MAX_CONTAINERS = 100  # multipart/message parts beyond which a body is not parsed
-MAX_BOUNDARIES = 2000  # boundary lines read: each one is a part for the parser to build
 MAX_BODY = 1024 * 1024  # bytes of a human message's body parsed
 MAX_BOUNCE_BODY = 128 * 1024  # bytes of a bounce's body parsed: the report comes first
 MAX_TEXT = 20_000  # characters of own text kept
 MAX_DEFECTS = 20
 MAX_REPEATS = 5  # occurrences of one address header read (To: may appear more than once)
 
-_HEADER_END = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r(?!\n)|\n)")
-_CONTAINER = re.compile(rb"content-type:[ \t\r\n]*(?:multipart|message)/", re.IGNORECASE)
 _QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"?|\((?:[^()\\]|\\.)*\)?')
 _ADDRESS = re.compile(  # bounded runs: a long token without "@" costs linear time, not quadratic
     r"<\s*([^<>\s]{0,254}@[^<>\s]{0,254}?)\s*>"
@@ -89,12 +81,10 @@ _ADDRESS = re.compile(  # bounded runs: a long token without "@" costs linear ti
 )
 _MSG_ID = re.compile(r"<[^<>\s]{1,250}>")
 _KEY = re.compile(r"[a-z0-9][a-z0-9._=-]{0,99}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _KEY_HEADERS = (
     "to", "cc", "bcc", "delivered-to", "x-original-to", "envelope-to", "x-envelope-to",
     "x-delivered-to", "x-rcpt-to", "resent-to", "resent-cc",
 )  # fmt: skip
-Headers = dict[str, list[str]]
 
 
 @dataclass(frozen=True)
@@ -174,14 +164,14 @@ def classify_file(path: str | Path, mailbox: Mailbox) -> dict[str, Any]:
 def _classify(raw: bytes, mailbox: Mailbox, headers_only: bool) -> Inbound:
     program = _program(mailbox)
     defects: list[str] = []
-    head, body = _split(raw)
-    head = _cap_headers(head, defects)
+    head, body = split_head(raw)
+    head = cap_headers(head, defects)
     top = BytesHeaderParser(policy=compat32).parsebytes(head)
-    headers = _headers(top)
+    headers = header_fields(top)
     defects.extend(type(d).__name__ for d in top.defects)
 
     sender = _sender(headers)
-    subject = _decode_words(_first(headers, "subject"))[:1000]
+    subject = decode_words(_first(headers, "subject"))[:1000]
     message_id = _message_id(_first(headers, "message-id"))
     in_reply_to = _message_id(_first(headers, "in-reply-to"))
     references = _references(headers.get("references", []))
@@ -195,7 +185,7 @@ def _classify(raw: bytes, mailbox: Mailbox, headers_only: bool) -> Inbound:
         "references": references,
         "reply_key": reply_key,
         "log": log,
-        "date": _date(_first(headers, "date")),
+        "date": header_date(_first(headers, "date")),
         "size": len(raw),
     }
 
@@ -235,7 +225,7 @@ def _classify(raw: bytes, mailbox: Mailbox, headers_only: bool) -> Inbound:
         reason = "Auto-Submitted: no"
     text = ""
     if not headers_only:
-        msg = _parse(head, body, MAX_BODY, defects)
+        msg = parse_message(head, body, MAX_BODY, defects)
         if msg is not None:
             try:
                 text = own_text(body_text(msg), MAX_TEXT)
@@ -253,82 +243,9 @@ def _classify(raw: bytes, mailbox: Mailbox, headers_only: bool) -> Inbound:
 # --- headers -------------------------------------------------------------------------------
 
 
-def _split(raw: bytes) -> tuple[bytes, bytes]:
-    """(header block with its blank line, body)."""
-    if raw[:1] in (b"\n", b"\r"):
-        return b"", raw
-    end = _HEADER_END.search(raw)
-    if end is None:
-        return raw, b""
-    return raw[: end.end()], raw[end.end() :]
-
-
-def _cap_headers(head: bytes, defects: list[str]) -> bytes:
-    """The header block with every field at most MAX_HEADER bytes, and at most MAX_HEADERS
-    fields and MAX_HEADER_BLOCK bytes; anything cut is noted in ``defects``."""
-    if len(head) <= MAX_HEADER:
-        return head
-    fields: list[list[bytes]] = []
-    for line in head.splitlines(keepends=True):
-        if line[:1] in (b" ", b"\t") and fields:
-            fields[-1].append(line)
-        else:
-            fields.append([line])
-    out: list[bytes] = []
-    total = 0
-    for lines in fields:
-        field = b"".join(lines)
-        if not field.strip():
-            continue
-        if len(field) > MAX_HEADER:
-            name = field.split(b":", 1)[0].strip()
-            defects.append(f"header over {MAX_HEADER} bytes cut: {name[:40]!r}")
-            flat = b" ".join(line.strip(b"\r\n") for line in lines)
-            if name.lower() in (b"references", b"in-reply-to"):
-                tail = flat[-(MAX_HEADER - len(name) - 2) :]
-                flat = name + b": " + tail.partition(b" ")[2]
-            field = flat[:MAX_HEADER] + b"\n"
-        if len(out) >= MAX_HEADERS or total + len(field) > MAX_HEADER_BLOCK:
-            defects.append("too many headers: the rest were dropped")
-            break
-        out.append(field if field.endswith((b"\n", b"\r")) else field + b"\n")
-        total += len(field)
-    return b"".join(out) + b"\n"
-
-
-def _headers(msg: Message) -> Headers:
-    found: Headers = {}
-    for name, value in msg.raw_items():
-        found.setdefault(str(name).strip().lower(), []).append(header_text(str(value)))
-    return found
-
-
 def _first(headers: Headers, name: str) -> str:
     values = headers.get(name)
     return values[0] if values else ""
-
-
-def _decode_words(value: str) -> str:
-    """An unstructured header (Subject) with RFC 2047 encoded-words decoded, on one line.
-
-    Encoded-words in unknown or broken charsets decode as UTF-8, else Windows-1252.
-    """
-    text = value
-    if "=?" in value:
-        try:
-            chunks = decode_header(value)
-        except Exception:
-            chunks = [(value, None)]
-        parts: list[str] = []
-        for chunk, charset in chunks:
-            if isinstance(chunk, str):
-                parts.append(chunk)
-            elif charset is None:
-                parts.append(chunk.decode("raw-unicode-escape", errors="replace"))
-            else:
-                parts.append(decode_bytes(chunk, charset.split("*")[0]))
-        text = "".join(parts)
-    return " ".join(_CONTROL.sub(" ", text).split())
 
 
 def _address_list(value: str) -> list[str]:
@@ -387,21 +304,6 @@ def _references(values: list[str]) -> tuple[str, ...]:
     return tuple(ids)
 
 
-def _date(value: str) -> datetime | None:
-    if not value:
-        return None
-    try:
-        date = parsedate_to_datetime(value)
-    except Exception:
-        return None
-    if date.tzinfo is None:
-        date = date.replace(tzinfo=UTC)
-    try:
-        return date.astimezone(UTC)
-    except (OverflowError, ValueError):
-        return None
-
-
 def _keys(headers: Headers, program: _Program) -> tuple[str | None, bool, bool]:
     """(reply key, unsubscribe, log) from recipient addresses shaped like the reply address."""
     prefix, suffix = program.key_prefix, program.key_suffix
@@ -455,28 +357,6 @@ def _loop_reason(
 # --- bodies and bounces ----------------------------------------------------------------------
 
 
-def _parse(head: bytes, body: bytes, limit: int, defects: list[str]) -> Message | None:
-    """The whole message as far as ``limit`` bytes of body, or None when it is not safe to."""
-    body_start = body[:limit]
-    for containers, _ in enumerate(_CONTAINER.finditer(body_start), start=1):
-        if containers > MAX_CONTAINERS:
-            defects.append(f"more than {MAX_CONTAINERS} nested MIME parts: body not read")
-            return None
-    if len(body) > limit:
-        defects.append(f"body over {limit} bytes: only its start was read")
-    if body_start.count(b"\n--") > MAX_BOUNDARIES:  # tens of thousands of tiny parts
-        at = 0
-        for _ in range(MAX_BOUNDARIES):
-            at = body_start.find(b"\n--", at) + 3
-        body_start = body_start[:at]
-        defects.append(f"more than {MAX_BOUNDARIES} MIME boundaries: only the first were read")
-    try:
-        return BytesParser(policy=compat32).parsebytes(head + body_start)
-    except Exception as exc:
-        defects.append(f"body unreadable: {type(exc).__name__}")
-        return None
-
-
 def _bounce(
     head: bytes,
     body: bytes,
@@ -488,7 +368,7 @@ def _bounce(
 ) -> tuple[str, tuple[str, ...]] | None:
     """(reason, permanently failing addresses) when this is a bounce, else None."""
     is_dsn = report in ("delivery-status", "global-delivery-status")
-    msg = None if headers_only else _parse(head, body, MAX_BOUNCE_BODY, defects)
+    msg = None if headers_only else parse_message(head, body, MAX_BOUNCE_BODY, defects)
     if msg is None:
         if not (is_dsn or strong):
             return None

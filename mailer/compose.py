@@ -10,28 +10,22 @@ participants share one topic, so its Markdown is rendered once and cached (maile
 Every value that reaches a header is checked first: a control character (CR, LF, NUL and the rest
 of Unicode category Cc) or an address that is not one plain ``local@domain`` raises
 :class:`ComposeError` naming the field and the idempotency key.  Display names and subjects that
-are not plain ASCII become RFC 2047 encoded-words of at most 75 characters.
+are not plain ASCII become RFC 2047 encoded-words of at most 75 characters.  Header encoding, the
+text parts and serialization (:func:`to_bytes`, re-exported here) are in mailer/wire.py.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import gettext
-import hashlib
 import re
 import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from email.generator import BytesGenerator
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
-from email.mime.nonmultipart import MIMENonMultipart
-from email.policy import Compat32
-from email.utils import format_datetime, formataddr
+from email.utils import format_datetime
 from functools import lru_cache
-from io import BytesIO
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -40,6 +34,7 @@ import pycountry
 from markupsafe import Markup
 
 from mailer.topicmd import markdown_to_html, markdown_to_text
+from mailer.wire import address_header, mime_boundary, text_header, text_part, to_bytes
 from program.errors import RapportError
 
 __all__ = [
@@ -48,7 +43,7 @@ __all__ = [
     "Person",
     "RenderedTopic",
     "TopicEmail",
-    "to_bytes",
+    "to_bytes",  # serializes what Composer.topic returns; lives in mailer/wire.py
 ]
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
@@ -56,56 +51,17 @@ FALLBACK_LANGUAGE = "en"
 TOPIC_TEMPLATES = ("topic.subject.j2", "topic.txt.j2", "topic.html.j2")
 MAX_TEXT = 200  # characters in a name or title: keeps every header line under 998 bytes
 
-
-class _WirePolicy(Compat32):
-    """compat32 with CRLF, folding printable ASCII values at spaces only.
-
-    Every value Composer sets is printable ASCII (encoded-words included), and folding through
-    email.header.Header is most of serialization time; it may also start a long value on an
-    empty line, which a parser reads back with a leading space.  Folding at existing spaces is
-    lossless: unfolding removes only the CRLF.  Anything else goes to compat32 unchanged.
-    """
-
-    def fold_binary(self, name: str, value: object) -> bytes:
-        if not isinstance(value, str) or not _PRINTABLE.fullmatch(value):
-            return super().fold_binary(name, value)  # type: ignore[arg-type]
-        limit = self.max_line_length or 998
-        words = value.split(" ")
-        lines = [f"{name}: {words[0]}"]
-        for word in words[1:]:
-            if word and len(lines[-1]) + 1 + len(word) > limit:
-                lines.append(" " + word)
-            else:
-                lines[-1] += " " + word
-        return (self.linesep.join(lines) + self.linesep).encode("ascii")
-
-
-class _WireGenerator(BytesGenerator):
-    """BytesGenerator that rewrites a body's line endings in one pass instead of line by line."""
-
-    def _write_lines(self, lines: str) -> None:
-        if lines:
-            self.write(_NEWLINES.sub(self._NL, lines))  # type: ignore[attr-defined]
-
-
-_WIRE_POLICY = _WirePolicy(linesep="\r\n")  # SMTP DATA wants CRLF; folds at 78 characters
-
 # Control characters (Cc) and lone surrogates never go into a header.
 _FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 # Line and paragraph separators are whitespace to a reader but line breaks to str.splitlines().
 _SPACES = re.compile("[ \u2028\u2029]{2,}|[\u2028\u2029]")
 _LINE_BREAKS = re.compile(r"\s*[\r\n]\s*")  # a template's own line breaks; keeps no-break spaces
-# Plain ASCII that compat32 could fold losslessly and no reader would decode as an encoded-word.
-_NEEDS_ENCODING = re.compile(r"[^\x20-\x7e]|=\?|\S{60}")
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _ADDR_SPEC = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*@{_LABEL}(?:\.{_LABEL})*")
 _MESSAGE_ID = re.compile(r"<[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,200}@[A-Za-z0-9.-]{1,253}>")
-_PRINTABLE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")  # no edge spaces
-_NEWLINES = re.compile(r"\r\n|\r|\n")  # as email.generator.NLCRE
 # Printable ASCII but for the characters that would end List-Unsubscribe's <...> early.
 _URL = re.compile(r'https://(?:(?![<>"\\])[\x21-\x7e])+', re.IGNORECASE)
-_ENCODED_WORD_BYTES = 39  # 52 base64 chars + 12 of chrome: "Subject: " plus one word fits 78
 
 _COUNTRY_OVERRIDES: dict[str, dict[str, str]] = {
     # ISO short names that read oddly in a greeting; pycountry's common_name covers most others.
@@ -163,13 +119,6 @@ class RenderedTopic:
     subject: str
     text: str
     html: str
-
-
-def to_bytes(msg: Message) -> bytes:
-    """The message as SMTP DATA wants it: CRLF line endings, headers folded, 7-bit clean."""
-    buffer = BytesIO()
-    _WireGenerator(buffer, mangle_from_=False, policy=_WIRE_POLICY).flatten(msg)
-    return buffer.getvalue()
 
 
 class Composer:
@@ -265,10 +214,10 @@ class Composer:
         """The topic email for ``mail.recipient``, dated ``now``; :func:`to_bytes` serializes it."""
         rendered = self.render(mail, now=now)
         key = mail.idempotency_key
-        msg = MIMEMultipart("alternative", boundary=_boundary(key))
-        msg["From"] = _address_header(_clean_name(mail.program_name), mail.from_address)
-        msg["To"] = _address_header(_clean_name(mail.recipient.name), mail.recipient.email)
-        msg["Subject"] = _text_header(rendered.subject)
+        msg = MIMEMultipart("alternative", boundary=mime_boundary(key))
+        msg["From"] = address_header(_clean_name(mail.program_name), mail.from_address)
+        msg["To"] = address_header(_clean_name(mail.recipient.name), mail.recipient.email)
+        msg["Subject"] = text_header(rendered.subject)
         msg["Date"] = format_datetime(now)
         msg["Message-ID"] = mail.message_id
         msg["Reply-To"] = mail.reply_address
@@ -281,8 +230,8 @@ class Composer:
             msg["List-Unsubscribe"] = unsubscribe
         msg["Auto-Submitted"] = "auto-generated"
         msg["Content-Language"] = rendered.language
-        msg.attach(_text_part("plain", rendered.text))
-        msg.attach(_text_part("html", rendered.html))
+        msg.attach(text_part("plain", rendered.text))
+        msg.attach(text_part("html", rendered.html))
         return msg
 
 
@@ -360,75 +309,6 @@ def _clean_name(text: str) -> str:
 
 def _is_https(url: str) -> bool:
     return url[:8].lower() == "https://"
-
-
-def _encoded_words(text: str) -> str:
-    """RFC 2047 B encoded-words of whole characters, each at most 64 characters long.
-
-    For unstructured headers (Subject): decoders drop the space between encoded-words.
-    """
-    words: list[str] = []
-    chunk: list[str] = []
-    size = 0
-    for char in text:
-        n = len(char.encode("utf-8"))
-        if size + n > _ENCODED_WORD_BYTES:
-            words.append("".join(chunk))
-            chunk, size = [], 0
-        chunk.append(char)
-        size += n
-    words.append("".join(chunk))
-    return " ".join(_encoded_word(w) for w in words)
-
-
-def _encoded_word(text: str) -> str:
-    return "=?utf-8?b?" + base64.b64encode(text.encode("utf-8")).decode("ascii") + "?="
-
-
-def _text_header(text: str) -> str:
-    """An unstructured header value: plain words stay readable, runs of the rest are encoded.
-
-    Space between two encoded-words is dropped by decoders, so the spaces inside a run are
-    encoded with it; spaces after a run stay plain.
-    """
-    if not _NEEDS_ENCODING.search(text):
-        return text
-    out: list[str] = []
-    run: list[str] = []
-    for word in [*text.split(" "), "."]:  # a plain sentinel flushes the last run
-        if _NEEDS_ENCODING.search(word) or (run and not word):
-            run.append(word)
-            continue
-        if run:
-            spaces = len(run) - len(" ".join(run).rstrip(" ").split(" "))
-            out.append(_encoded_words(" ".join(run[: len(run) - spaces])))
-            out.extend([""] * spaces)
-            run = []
-        out.append(word)
-    return " ".join(out[:-1])
-
-
-def _address_header(name: str, address: str) -> str:
-    # One encoded-word, even past RFC 2047's 75 characters, as CPython's own generator does:
-    # its parser keeps the space between adjacent encoded-words of a display name.
-    if _NEEDS_ENCODING.search(name):
-        return f"{_encoded_word(name)} <{address}>"
-    return formataddr((name, address))
-
-
-def _boundary(idempotency_key: str) -> str:
-    # "==" never occurs in quoted-printable output, so this cannot collide with a body line.
-    return "==rapport-" + hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()[:24] + "=="
-
-
-def _text_part(subtype: str, body: str) -> MIMENonMultipart:
-    """A UTF-8 quoted-printable text part (binascii's C encoder: email.quoprimime is slow)."""
-    part = MIMENonMultipart("text", subtype, charset="utf-8")
-    del part["MIME-Version"]  # said once, on the message itself
-    part["Content-Transfer-Encoding"] = "quoted-printable"
-    data = body.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
-    part.set_payload(binascii.b2a_qp(data, istext=True).decode("ascii"))
-    return part
 
 
 def _mailto(to: Iterable[str], *, cc: str | None = None, subject: str | None = None) -> str:

@@ -1,8 +1,8 @@
 """The inbox job: read new mail, classify it, attribute it, record it (``rapport inbox poll``).
 
-Wires mailer/inbox.py (IMAP or Maildir), mailer/classify.py and monitor/signals.py.  Each message
-is recorded in its own transaction together with its folder's cursor, so a poll cut off at any
-point resumes after the last message it recorded and counts nothing twice.  With
+Wires mailer/inbox.py (IMAP) or mailer/maildir.py, mailer/classify.py and monitor/signals.py.
+Each message is recorded in its own transaction together with its folder's cursor, so a poll cut
+off at any point resumes after the last message it recorded and counts nothing twice.  With
 ``[imap] file_into`` set, mail that needs no person is moved there once recorded, still unread.
 """
 
@@ -18,15 +18,9 @@ from typing import Any
 from sqlalchemy import Engine, func, insert, select, update
 
 from mailer.classify import Mailbox, classify
-from mailer.inbox import (
-    Cursor,
-    Fetched,
-    ImapEndpoint,
-    ImapSource,
-    InboxError,
-    MaildirSource,
-    MessageSource,
-)
+from mailer.inbox import ImapEndpoint, ImapSource
+from mailer.maildir import MaildirSource
+from mailer.source import Cursor, Fetched, InboxError, MessageSource
 from monitor import signals
 from program.config import read_secret
 from program.errors import ConfigError

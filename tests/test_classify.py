@@ -1,5 +1,6 @@
-"""Tests for mailer/classify.py, checkin.py and autoreply.py: the fixture corpus, the rules one
-by one, robustness against arbitrary and hostile input, and the CLI-facing classify_file."""
+"""Tests for mailer/classify.py, checkin.py, mimetext.py and autoreply.py: the fixture corpus, the
+rules one by one, robustness against arbitrary and hostile input, and the CLI-facing
+classify_file."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailer.autoreply import subject_prefix
-from mailer.checkin import asks_unsubscribe, checkin_answer, html_to_text, own_text
+from mailer.checkin import asks_unsubscribe, checkin_answer, own_text
 from mailer.classify import MAX_REFERENCES, Mailbox, classify, classify_file
+from mailer.mimetext import html_to_text
 from program.errors import InputError
 from program.inbound import KINDS, Inbound
 

@@ -14,14 +14,9 @@ import pytest
 import trustme
 
 from mailer import inbox
-from mailer.inbox import (
-    Cursor,
-    FolderUnavailable,
-    ImapSource,
-    InboxUnavailable,
-    MaildirSource,
-    maildir_uid,
-)
+from mailer.inbox import ImapSource
+from mailer.maildir import MaildirSource, maildir_uid
+from mailer.source import Cursor, FolderUnavailable, InboxUnavailable
 from program.errors import RapportError
 from tests.dovecot import DovecotServer, make_message
 
