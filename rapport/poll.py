@@ -15,7 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from mailer.classify import Mailbox, classify
 from mailer.inbox import ImapEndpoint, ImapSource
@@ -24,10 +25,9 @@ from mailer.source import Cursor, Fetched, InboxError, MessageSource
 from monitor import signals
 from program.config import read_secret
 from program.errors import ConfigError
-from program.inbound import needs_a_person
+from program.inbound import Inbound, needs_a_person
 from program.models import INBOUND, INBOX_CURSORS
 from program.settings import Settings
-from program.store import session_scope
 
 
 def source_name(settings: Settings) -> str | None:
@@ -137,6 +137,12 @@ def _save_cursor(connection: Any, source: str, folder: str, now: datetime, **val
         )
 
 
+# Messages recorded per commit.  Each message is recorded together with its folder's cursor, so a
+# poll cut off anywhere resumes right after the last commit and counts nothing twice; committing
+# a batch at a time instead of each message is what lets a first poll keep up with the server.
+COMMIT_EVERY = 200
+
+
 def poll(
     engine: Engine,
     *,
@@ -153,21 +159,23 @@ def poll(
     mailbox = mailbox_for(settings)
     result = PollResult(dry_run=dry_run)
     file_into = settings.imap.file_into
+    recorder = signals.Recorder(secret=secret, store_bodies=settings.privacy.store_bodies)
     try:
         for folder in src.folders:
-            to_file: list[tuple[int, int]] = []
+            writer = _Writer(engine, recorder, name, now, result)
             try:
                 for fetched in src.fetch_new(folder, _cursor(engine, name, folder)):
                     result.read += 1
-                    handled = _one(
-                        engine, fetched, name, mailbox, settings, secret, now, dry_run, result
-                    )
-                    if handled is not None and file_into and folder != file_into:
-                        to_file.append(handled)
+                    inbound = classify(fetched.raw, mailbox, headers_only=not fetched.complete)
+                    result.kinds[inbound.kind] += 1
+                    if not dry_run:
+                        writer.add(fetched, inbound)
+                writer.flush()
+                to_file = writer.to_file if file_into and folder != file_into else []
                 if to_file and not dry_run:
                     src.move(folder, [uid for uid, _ in to_file], file_into)
-                    with session_scope(engine) as session:
-                        signals.mark_filed(session, [inbound_id for _, inbound_id in to_file])
+                    with engine.begin() as connection:
+                        signals.mark_filed(connection, [inbound_id for _, inbound_id in to_file])
                     result.filed += len(to_file)
                 if not dry_run:
                     with engine.begin() as connection:
@@ -175,6 +183,7 @@ def poll(
                             connection, name, folder, now, last_poll_at=now, last_error=None
                         )
             except InboxError as exc:
+                writer.flush()
                 result.errors.append(f"{folder}: {exc}")
                 if not dry_run:
                     with engine.begin() as connection:
@@ -186,66 +195,116 @@ def poll(
                             last_error=str(exc)[:1000],
                             last_error_at=now,
                         )
+            finally:
+                writer.close()
     finally:
         src.close()
     return result
 
 
-def _one(
-    engine: Engine,
-    fetched: Fetched,
-    name: str,
-    mailbox: Mailbox,
-    settings: Settings,
-    secret: bytes,
-    now: datetime,
-    dry_run: bool,
-    result: PollResult,
-) -> tuple[int, int] | None:
-    """Classify and record one message with its cursor; returns (uid, inbound id) to file."""
-    inbound = classify(fetched.raw, mailbox, headers_only=not fetched.complete)
-    result.kinds[inbound.kind] += 1
-    if dry_run:
-        return None
-    received = signals.Received(
-        source=name,
-        folder=fetched.folder,
-        uidvalidity=fetched.uidvalidity,
-        uid=fetched.uid,
-        size=fetched.size,
-        received_at=fetched.internaldate,
-        message_id=_dedup_id(inbound.message_id, fetched.raw),
-    )
-    with session_scope(engine) as session:
-        recorded = signals.record(
-            session,
-            inbound,
-            received,
-            secret=secret,
-            now=now,
-            store_bodies=settings.privacy.store_bodies,
-            error=fetched.problem,
-        )
-        _save_cursor(
-            session.connection(),
+class _Writer:
+    """Records messages of one folder, COMMIT_EVERY to a transaction, cursor included.
+
+    If a batch fails to commit, it is rolled back and replayed a message at a time, so one
+    message the database refuses is recorded as an error and the others as usual.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        recorder: signals.Recorder,
+        name: str,
+        now: datetime,
+        result: PollResult,
+    ) -> None:
+        self.engine, self.recorder, self.name, self.now, self.result = (
+            engine,
+            recorder,
             name,
-            fetched.folder,
             now,
+            result,
+        )
+        self.pending: list[tuple[Fetched, Inbound]] = []
+        self.to_file: list[tuple[int, int]] = []
+        self.connection: Connection | None = None
+
+    def add(self, fetched: Fetched, inbound: Inbound) -> None:
+        self.pending.append((fetched, inbound))
+        if len(self.pending) >= COMMIT_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, []
+        if self.connection is None:
+            self.connection = self.engine.connect()
+        connection = self.connection
+        try:
+            with connection.begin():
+                outcomes = [
+                    self._record(connection, fetched, inbound) for fetched, inbound in batch
+                ]
+                self._advance(connection, batch[-1][0])
+        except SQLAlchemyError:
+            outcomes = []
+            for fetched, inbound in batch:
+                try:
+                    with connection.begin():
+                        outcomes.append(self._record(connection, fetched, inbound))
+                        self._advance(connection, fetched)
+                except SQLAlchemyError as exc:
+                    problem = f"could not be recorded: {type(exc).__name__}"
+                    self.result.errors.append(f"{fetched.folder} uid {fetched.uid}: {problem}")
+                    with connection.begin():
+                        outcomes.append(self._record(connection, fetched, inbound, problem))
+                        self._advance(connection, fetched)
+        for (fetched, inbound), recorded in zip(batch, outcomes, strict=True):
+            self._count(fetched, inbound, recorded)
+
+    def _advance(self, connection: Connection, fetched: Fetched) -> None:
+        """Move the folder's cursor past ``fetched``, in the transaction that recorded it."""
+        _save_cursor(
+            connection,
+            self.name,
+            fetched.folder,
+            self.now,
             uidvalidity=fetched.uidvalidity,
             last_uid=fetched.uid,
         )
-    if recorded.duplicate:
-        result.duplicates += 1
-        return None
-    result.recorded += 1
-    result.events += len(recorded.events)
-    result.suppressed += recorded.suppressed
-    if fetched.problem:
-        result.errors.append(f"{fetched.folder} uid {fetched.uid}: {fetched.problem}")
-        return None
-    if recorded.inbound_id is not None and not needs_a_person(inbound):
-        return fetched.uid, recorded.inbound_id
-    return None
+
+    def _record(
+        self, connection: Connection, fetched: Fetched, inbound: Inbound, problem: str | None = None
+    ) -> signals.Recorded:
+        received = signals.Received(
+            source=self.name,
+            folder=fetched.folder,
+            uidvalidity=fetched.uidvalidity,
+            uid=fetched.uid,
+            size=fetched.size,
+            received_at=fetched.internaldate,
+            message_id=_dedup_id(inbound.message_id, fetched.raw),
+        )
+        return self.recorder.record(
+            connection, inbound, received, now=self.now, error=problem or fetched.problem
+        )
+
+    def _count(self, fetched: Fetched, inbound: Inbound, recorded: signals.Recorded) -> None:
+        result = self.result
+        if recorded.duplicate:
+            result.duplicates += 1
+            return
+        result.recorded += 1
+        result.events += len(recorded.events)
+        result.suppressed += recorded.suppressed
+        if fetched.problem:
+            result.errors.append(f"{fetched.folder} uid {fetched.uid}: {fetched.problem}")
+        elif recorded.inbound_id is not None and not needs_a_person(inbound):
+            self.to_file.append((fetched.uid, recorded.inbound_id))
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
 
 
 @dataclass(frozen=True)

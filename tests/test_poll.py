@@ -7,6 +7,9 @@ import sqlite3
 from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.conftest import Project, Result
 from tests.smtp_server import SmtpTestServer
@@ -339,3 +342,39 @@ def test_one_click_unsubscribe_by_key(
         assert connection.execute("SELECT email, reason FROM suppression").fetchall() == [
             ("wang@example.org", "unsubscribe")
         ]
+
+
+def test_a_message_the_database_refuses_does_not_stop_the_poll(
+    project: Project, cli: Cli, smtp_server: SmtpTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When a batch fails to commit it is replayed one by one: the refused message is recorded
+    as an error, the others as usual, and the cursor moves past all of them."""
+    from sqlalchemy.exc import OperationalError
+
+    from monitor import signals
+
+    maildir = _project(project, cli, smtp_server)
+    for sender in ("ana", "kelsey", "priya"):
+        _deliver(maildir, _reply(f"{sender}@example.org", "coordinators@example.org", "1"))
+    record = signals.Recorder.record
+
+    def refuse_kelsey(
+        self: signals.Recorder, connection: Any, inbound: Any, received: Any, **kw: Any
+    ) -> Any:
+        if inbound.sender == "kelsey@example.org" and kw.get("error") is None:
+            raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+        return record(self, connection, inbound, received, **kw)
+
+    monkeypatch.setattr(signals.Recorder, "record", refuse_kelsey)
+    result = cli("--config", project.config, "inbox", "poll", "--now", "2027-03-02T12:00:00Z")
+    assert result.code == 1
+    assert "could not be recorded: OperationalError" in result.out
+    with sqlite3.connect(project.db) as connection:
+        kinds = dict(connection.execute("SELECT sender, kind FROM inbound"))
+    assert kinds == {
+        "ana@example.org": "human",
+        "kelsey@example.org": "error",
+        "priya@example.org": "human",
+    }
+    again = cli("--config", project.config, "inbox", "poll", "--now", "2027-03-02T12:05:00Z")
+    assert again.out.strip() == "read 0; recorded 0, 0 activity events"

@@ -5,12 +5,13 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from mailer.inbox import ImapSource
-from monitor import signals
 from program.config import database_url, load_config
+from program.inbound import Inbound
 from program.store import make_engine
 from rapport import poll
 from tests.conftest import SECRET, Project, Result
@@ -145,7 +146,8 @@ def test_the_server_killed_mid_poll_resumes_where_it_left_off(
     dovecot: DovecotServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Dovecot killed after three messages: the poll reconnects, resumes, records each once."""
+    """Dovecot killed after three messages are read: the poll reconnects, resumes, records
+    each message once."""
     project, inbox, _ = imap_project
     for n in range(8):
         sender = ("ana", "kelsey", "priya", "wang")[n % 4]
@@ -155,18 +157,17 @@ def test_the_server_killed_mid_poll_resumes_where_it_left_off(
         )
     settings = load_config(project.config)
     engine = make_engine(database_url(settings))
-    record = signals.record
+    classify = poll.classify
     calls = 0
 
-    def record_then_kill(*args: object, **kwargs: object) -> signals.Recorded:
+    def classify_then_kill(*args: Any, **kwargs: Any) -> Inbound:
         nonlocal calls
         calls += 1
-        result = record(*args, **kwargs)  # type: ignore[arg-type]
-        if calls == 3:
+        if calls == 3:  # three messages read: the server dies under the poll
             dovecot.kill()
-        return result
+        return classify(*args, **kwargs)
 
-    monkeypatch.setattr(signals, "record", record_then_kill)
+    monkeypatch.setattr(poll, "classify", classify_then_kill)
     restarts: list[float] = []
 
     def sleep(seconds: float) -> None:  # the backoff: bring the server back instead of waiting
