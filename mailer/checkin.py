@@ -32,13 +32,14 @@ def _words(text: str) -> frozenset[str]:
 
 # --- own text -------------------------------------------------------------------------------
 
-# An attribution line ends with a verb of writing, or with the quoted sender's <address>:.
-_ATTRIBUTION_END = re.compile(
+# An attribution line ends with a verb of writing, or with the quoted sender's <address>, then a
+# colon (see _attribution_end).  The verbs are at most 10 characters long.
+_ATTRIBUTION_VERB = re.compile(
     r"(?:\bwrote|\bschrieb|\bschreef|\ba écrit|\bescribió|\bescreveu|\bha scritto|\bkirjoitti|"
-    r"\bskrev|\bnapisał(?:\(a\)|\w{0,3})|\bpisze|写道|寫道|のメッセージ|書きました"
-    r"|<[^<>\s]{1,200}@[^<>\s]{1,200}>)\s*[:：]$",
+    r"\bskrev|\bnapisał(?:\(a\)|\w{0,3})|\bpisze|写道|寫道|のメッセージ|書きました)$",
     re.IGNORECASE,
 )
+_ATTRIBUTION_ADDRESS = re.compile(r"<[^<>\s]{1,200}@[^<>\s]{1,200}>$")
 # German, Dutch and Scandinavian clients put the sender after the verb: "Am ... schrieb X <x>:".
 _ATTRIBUTION_INNER = re.compile(r"^(?:am|op|den)\b.*\b(?:schrieb|schreef|skrev)\b", re.IGNORECASE)
 # How a client's attribution starts; a bare "X wrote:" without one, a date or an address only
@@ -70,6 +71,7 @@ _SEPARATOR = re.compile(
     re.IGNORECASE | re.VERBOSE,
 )
 _CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_COLONS = (":", "：")
 _HEADER_FROM = re.compile(
     r"^\*?(?:from|de|von|da|van|od|lähettäjä|från|fra|от|від|发件人|寄件者|差出人)\s*\*?\s*[:：]",
     re.IGNORECASE,
@@ -122,27 +124,42 @@ def own_text(text: str, limit: int = 20_000) -> str:
 def _attribution(lines: list[str], i: int) -> tuple[int, bool]:
     """(lines it spans, whether it is certainly one) for an attribution at line ``i``.
 
-    Gmail wraps a long attribution onto a second line, so two lines joined count too.
+    Gmail wraps a long attribution onto a second line, so two lines joined count too.  Either
+    way the candidate ends with a colon, which rules most lines out before any regex runs.
     """
     first = lines[i].strip()
     if len(first) > 300:
         return 0, False
-    candidates = [(first, 1)]
-    if i + 1 < len(lines) and not first.endswith((":", "：")):
-        second = lines[i + 1].strip()
-        if len(second) <= 200:
-            candidates.append((f"{first} {second}", 2))
-    for line, span in candidates:
-        if not line.endswith((":", "：")):
-            continue
-        if _ATTRIBUTION_END.search(line) or _ATTRIBUTION_INNER.search(line):
-            return span, bool(_ATTRIBUTION_START.search(line))
+    if first.endswith(_COLONS):
+        line, span = first, 1
+    else:
+        second = lines[i + 1].strip() if i + 1 < len(lines) else ""
+        if len(second) > 200 or not second.endswith(_COLONS):
+            return 0, False
+        line, span = f"{first} {second}", 2
+    if _attribution_end(line) or _ATTRIBUTION_INNER.search(line):
+        return span, bool(_ATTRIBUTION_START.search(line))
     return 0, False
+
+
+def _attribution_end(line: str) -> bool:
+    """True when ``line``, which ends with a colon, ends with a verb of writing or an <address>
+    and then spaces and the colon.
+
+    The verb is looked for in the last 12 characters only (the longest is 10, and \\b needs the
+    one before): one regular expression searching the whole line for "verb, spaces, colon, end"
+    took 20 to 40 microseconds, trying every alternative at every position.
+    """
+    core = line[:-1].rstrip()
+    if _ATTRIBUTION_VERB.search(core[-12:]):
+        return True
+    return core.endswith(">") and _ATTRIBUTION_ADDRESS.search(core) is not None
 
 
 def _outlook_header(lines: list[str], i: int) -> bool:
     """True when line ``i`` opens a quoted header block: From: then Sent:/Date:/Subject:."""
-    if not _HEADER_FROM.match(lines[i].lstrip()):
+    first = lines[i]
+    if (":" not in first and "：" not in first) or not _HEADER_FROM.match(first.lstrip()):
         return False
     return any(_HEADER_NEXT.match(line.lstrip()) for line in lines[i + 1 : i + 5])
 
@@ -241,6 +258,18 @@ def _phrases(languages: tuple[str, ...]) -> tuple[tuple[str, bool, int], ...]:
     return tuple((phrase, plain, answer) for (phrase, plain), answer in ordered)
 
 
+@lru_cache(maxsize=32)
+def _phrases_by_start(
+    languages: tuple[str, ...],
+) -> dict[str, tuple[tuple[int, str, bool, int], ...]]:
+    """:func:`_phrases` by first character, each with its rank: a phrase can only match a text
+    that starts with its first character, so only those few are tried, in the same order."""
+    found: dict[str, list[tuple[int, str, bool, int]]] = {}
+    for rank, (phrase, accent_free, answer) in enumerate(_phrases(languages)):
+        found.setdefault(phrase[:1], []).append((rank, phrase, accent_free, answer))
+    return {first: tuple(entries) for first, entries in found.items()}
+
+
 def _opening(own: str) -> str:
     """The first 200 characters of ``own`` after a greeting line ("Hi Anna,") if any."""
     lines = [line.strip() for line in own.split("\n") if line.strip()]
@@ -268,8 +297,12 @@ def checkin_answer(own: str, languages: Iterable[str]) -> int | None:
     if start[0] in "123":
         return int(start[0]) if _lone_digit(start[1:]) else None
     folded = _fold(start[:120])
-    plain = _strip_accents(folded)
-    for phrase, accent_free, answer in _phrases(tuple(languages)):
+    plain = folded if folded.isascii() else _strip_accents(folded)
+    by_start = _phrases_by_start(tuple(languages))
+    candidates = by_start.get(folded[:1], ())
+    if plain[:1] != folded[:1]:
+        candidates = tuple(sorted(candidates + by_start.get(plain[:1], ())))
+    for _, phrase, accent_free, answer in candidates:
         if _starts_with(plain if accent_free else folded, phrase):
             return answer
     return None

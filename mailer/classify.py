@@ -18,13 +18,15 @@ names it):
 5. ``auto_reply`` by the general rules (other Auto-Submitted values, Precedence bulk/junk).
 6. ``human``: everything else; only these get ``text`` and ``checkin`` (mailer/checkin.py).
 
-Speed and safety: headers are parsed with compat32 (about 25 times faster than
-``policy=default``, see LIMITS.md) and the few fields used are decoded by mailer/mimetext.py.
-Bodies are parsed only for bounce candidates (their first 128 KiB) and human mail (the first
-1 MiB).  A header longer than 8 KiB is cut (References keeps its end: the parent is last), at
-most 400 headers and 100 References are kept, a body with more than 100 multipart or message
-containers is not parsed at all and only the first 2,000 MIME boundaries are (those limits but
-References' are in mailer/mimetext.py), so no input costs more than a large ordinary message.
+Speed and safety: headers are parsed once, as compat32 reads them (about 25 times faster than
+``policy=default``, see LIMITS.md), and the few fields used are decoded by mailer/mimetext.py.
+Bodies are parsed only for bounce candidates (their first 128 KiB, by email.parser, for
+flufl.bounce) and human mail (the first 1 MiB, where only the text parts are read: an
+attachment is stepped over, not parsed line by line; see ``parse_text_parts``).  A header
+longer than 8 KiB is cut (References keeps its end: the parent is last), at most 400 headers
+and 100 References are kept, a body with more than 100 multipart or message containers is not
+parsed at all and only the first 2,000 MIME boundaries are (those limits but References' are in
+mailer/mimetext.py), so no input costs more than a large ordinary message.
 Nothing raises: a message that defeats the parser is classified from whatever could be read,
 and what was wrong is listed in ``defects``.
 """
@@ -33,8 +35,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,9 @@ from mailer.mimetext import (
     header_date,
     header_fields,
     header_params,
+    parse_head,
     parse_message,
+    parse_text_parts,
     split_head,
 )
 from program.errors import InputError, Problem
@@ -166,7 +168,7 @@ def _classify(raw: bytes, mailbox: Mailbox, headers_only: bool) -> Inbound:
     defects: list[str] = []
     head, body = split_head(raw)
     head = cap_headers(head, defects)
-    top = BytesHeaderParser(policy=compat32).parsebytes(head)
+    top = parse_head(head)
     headers = header_fields(top)
     defects.extend(type(d).__name__ for d in top.defects)
 
@@ -225,7 +227,7 @@ def _classify(raw: bytes, mailbox: Mailbox, headers_only: bool) -> Inbound:
         reason = "Auto-Submitted: no"
     text = ""
     if not headers_only:
-        msg = parse_message(head, body, MAX_BODY, defects)
+        msg = parse_text_parts(head, top, body, MAX_BODY, defects)
         if msg is not None:
             try:
                 text = own_text(body_text(msg), MAX_TEXT)

@@ -8,8 +8,13 @@ import json
 import re
 import time
 import tomllib
+from collections.abc import Callable
 from datetime import UTC, datetime
+from email.message import Message
+from email.parser import BytesHeaderParser
+from email.policy import compat32
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,7 +23,14 @@ from hypothesis import strategies as st
 from mailer.autoreply import subject_prefix
 from mailer.checkin import asks_unsubscribe, checkin_answer, own_text
 from mailer.classify import MAX_REFERENCES, Mailbox, classify, classify_file
-from mailer.mimetext import html_to_text
+from mailer.mimetext import (
+    body_text,
+    html_to_text,
+    parse_head,
+    parse_message,
+    parse_text_parts,
+    split_head,
+)
 from program.errors import InputError
 from program.inbound import KINDS, Inbound
 
@@ -668,6 +680,159 @@ def test_input_types() -> None:
     assert classify(memoryview(raw), MAILBOX) == classify(raw, MAILBOX)
     empty = classify(b"", MAILBOX)
     assert empty.kind == "human" and empty.sender is None
+
+
+# --- the part reader against email.parser -------------------------------------------------
+
+
+def _parts(msg: Message) -> list[tuple[Any, ...]]:
+    """Every part in order: its header fields, whether it holds parts, and the payload of the
+    parts body_text reads (text/plain, text/html, multiparts that lost their boundary)."""
+    found: list[tuple[Any, ...]] = []
+    stack = [msg]
+    while stack:
+        part = stack.pop()
+        payload = part.get_payload()
+        ctype = part.get_content_type()
+        if isinstance(payload, list):
+            found.append((part.raw_items(), "parts"))
+            if not ctype.startswith("message/"):  # body_text never enters attached messages
+                stack.extend(reversed(payload))
+        elif ctype in ("text/plain", "text/html") or ctype.startswith("multipart/"):
+            found.append((part.raw_items(), payload))
+        else:
+            found.append((part.raw_items(), "not read"))
+    return [(list(items), *rest) for items, *rest in found]
+
+
+def _outcome(read: Callable[[], Any]) -> Any:
+    try:
+        return read()
+    except Exception as exc:  # the same failure from both readers is agreement too
+        return type(exc).__name__
+
+
+def _check_part_reader(raw: bytes) -> None:
+    head, body = split_head(raw)
+    expected = BytesHeaderParser(policy=compat32).parsebytes(head)
+    top = parse_head(head)
+    assert list(top.raw_items()) == list(expected.raw_items())
+    assert [type(d) for d in top.defects] == [type(d) for d in expected.defects]
+    assert top.get_payload() == expected.get_payload()
+    full_defects: list[str] = []
+    fast_defects: list[str] = []
+    full = parse_message(head, body, 1 << 20, full_defects)
+    fast = parse_text_parts(head, top, body, 1 << 20, fast_defects)
+    assert fast_defects == full_defects
+    assert (fast is None) == (full is None)
+    if fast is not None and full is not None:
+        assert _parts(fast) == _parts(full)
+        assert _outcome(lambda: body_text(fast)) == _outcome(lambda: body_text(full))
+
+
+def _multipart(body: str, ctype: str = 'multipart/mixed; boundary="b"') -> bytes:
+    return _mail(f"Content-Type: {ctype}", body)
+
+
+_ATTACHMENT = "\n".join(
+    "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2" for _ in range(200)
+)
+PART_SHAPES = {
+    "plain text": _mail("Content-Type: text/plain; charset=utf-8", "1\n\nOn Mon X wrote:\n> hi\n"),
+    "alternative": _multipart(
+        "--b\nContent-Type: text/plain\n\n2 - wrote\n--b\nContent-Type: text/html\n\n<p>2</p>\n"
+        "--b--\n",
+        'multipart/alternative; boundary="b"',
+    ),
+    "attachment": _multipart(
+        "--b\nContent-Type: text/plain\n\n1\n--b\nContent-Type: application/pdf\n"
+        f"Content-Transfer-Encoding: base64\n\n{_ATTACHMENT}\n--b--\n"
+    ),
+    "nested with attachment": _multipart(
+        "--b\nContent-Type: multipart/alternative; boundary=c\n\n--c\nContent-Type: text/html\n\n"
+        "<p>3</p>\n--c--\n--b\nContent-Type: image/png\nContent-Disposition: attachment\n\n"
+        f"{_ATTACHMENT}\n--b--\n"
+    ),
+    "line ends CR only": _multipart("--b\rContent-Type: text/plain\r\r1\r--b--\r").replace(
+        b"\r\n", b"\r"
+    ),
+    "line ends mixed": _multipart("--b\r\nContent-Type: text/plain\n\r1\r\r\n--b--\n"),
+    "repeated boundary lines": _multipart("--b\n--b\n--b--\nContent-Type: text/html\n\nx\n--b--\n"),
+    "closed before opened": _multipart("preamble\n--b--\nepilogue\n"),
+    "first boundary missing": _multipart("just text\n--c\n"),
+    "boundary parameter missing": _mail("Content-Type: multipart/mixed", "--b\n\ntext\n"),
+    "close boundary missing": _multipart("--b\nContent-Type: text/plain\n\n1\n"),
+    "boundary lines with blanks and junk": _multipart("--b \t\n\n1\n--bx\n2\n--b--  \n"),
+    "part without headers": _multipart("--b\n\n2\n--b--\n"),
+    "boundary inside a line": _multipart("--b\n\nsee x--b\nand x--b--\n--b--\n"),
+    "part without blank line": _multipart("--b\nno header here\n--b--\n"),
+    "header block ended by the boundary": _multipart("--b\nContent-Type: text/html\n--b--\n"),
+    "outer boundary inside an inner part": _multipart(
+        "--b\nContent-Type: multipart/alternative; boundary=c\n\n--c\n\ninner\n"
+        "--b\n\nouter\n--b--\n"
+    ),
+    "same boundary nested": _multipart(
+        "--b\nContent-Type: multipart/mixed; boundary=b\n\n--b\n\n1\n--b--\n"
+    ),
+    "attached message": _multipart(
+        "--b\nContent-Type: message/rfc822\n\nSubject: x\nContent-Type: multipart/mixed; "
+        "boundary=c\n\n--c\n\nquoted\n--b\nContent-Type: text/plain\n\nmine\n--b--\n"
+    ),
+    "delivery status": _multipart(
+        "--b\nContent-Type: message/delivery-status\n\nAction: failed\n\nStatus: 5.1.1\n--b--\n",
+        "multipart/report; report-type=delivery-status; boundary=b",
+    ),
+    "digest": _multipart("--b\n\nSubject: x\n\nhi\n--b--\n", "multipart/digest; boundary=b"),
+    "From line in a part": _multipart("--b\nFrom someone\nContent-Type: text/plain\n\n1\n--b--\n"),
+    "8-bit bytes": _multipart("--b\nContent-Type: text/plain; charset=latin-1\n\n\xe9\n--b--\n"),
+    "quoted boundary with blanks": _multipart(
+        "--a b\n\n1\n--a b--\n", 'multipart/mixed; boundary="a b "'
+    ),
+    "RFC 2231 boundary": _multipart("--b\n\n1\n--b--\n", "multipart/mixed; boundary*=''b"),
+    "non-header line in the header block": _mail("X-Note: a\nnot a header", "1\n"),
+    "no body": _mail("Content-Type: multipart/mixed; boundary=b", "").rstrip(b"\r\n"),
+    "boundary at the very end": _multipart("--b\n\n1\n--b--").rstrip(b"\r\n"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PART_SHAPES))
+def test_part_reader_agrees_with_email_parser(name: str) -> None:
+    """parse_head and parse_text_parts read each MIME shape as email.parser does."""
+    _check_part_reader(PART_SHAPES[name])
+
+
+def test_part_reader_skips_attachments() -> None:
+    """An attachment's payload is not copied, and the message's text is still found."""
+    raw = PART_SHAPES["attachment"]
+    head, body = split_head(raw)
+    found = parse_text_parts(head, parse_head(head), body, 1 << 20, [])
+    assert found is not None and body_text(found) == "1"
+    payload = found.get_payload()
+    assert isinstance(payload, list) and payload[1].get_payload() == ""
+    assert classify(raw, MAILBOX).checkin == 1
+
+
+_LINES = st.sampled_from([
+    "--a", "--a--", "--b", "--b--", "--a \t", "--ax", "--", "", " folded", "From x", ":x",
+    "Content-Type: multipart/alternative; boundary=b", "Content-Type: multipart/digest; boundary=b",
+    "Content-Type: multipart/mixed", "Content-Type: text/plain", "Content-Type: text/html",
+    "Content-Type: message/rfc822", "Content-Type: application/pdf", "Content-Type: text",
+    "Content-Disposition: attachment", "Content-Transfer-Encoding: base64", "QUJD", "1",
+    "> quoted", "=C3=A9", "\xe9", "no colon", "x--a", "x--b--",
+])  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lines=st.lists(st.tuples(_LINES, st.sampled_from(["\n", "\r\n", "\r"])), max_size=40),
+    top=st.sampled_from(
+        ["multipart/mixed; boundary=a", 'multipart/mixed; boundary="a"', "text/plain"]
+    ),
+)
+def test_part_reader_agrees_on_line_soup(lines: list[tuple[str, str]], top: str) -> None:
+    """Random bodies of boundary, header and text lines, with any line ends, read the same."""
+    body = "".join(line + end for line, end in lines)
+    _check_part_reader(f"Content-Type: {top}\r\n\r\n{body}".encode("utf-8", "surrogateescape"))
 
 
 # --- classify_file ---------------------------------------------------------------------------

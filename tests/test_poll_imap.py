@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,7 +11,6 @@ import pytest
 
 from mailer.inbox import ImapSource
 from program.config import database_url, load_config
-from program.inbound import Inbound
 from program.store import make_engine
 from rapport import poll
 from tests.conftest import SECRET, Project, Result
@@ -157,17 +156,6 @@ def test_the_server_killed_mid_poll_resumes_where_it_left_off(
         )
     settings = load_config(project.config)
     engine = make_engine(database_url(settings))
-    classify = poll.classify
-    calls = 0
-
-    def classify_then_kill(*args: Any, **kwargs: Any) -> Inbound:
-        nonlocal calls
-        calls += 1
-        if calls == 3:  # three messages read: the server dies under the poll
-            dovecot.kill()
-        return classify(*args, **kwargs)
-
-    monkeypatch.setattr(poll, "classify", classify_then_kill)
     restarts: list[float] = []
 
     def sleep(seconds: float) -> None:  # the backoff: bring the server back instead of waiting
@@ -175,6 +163,15 @@ def test_the_server_killed_mid_poll_resumes_where_it_left_off(
         dovecot.start()
 
     source = ImapSource(dovecot.endpoint("starttls", folders=(inbox,)), batch=2, sleep=sleep)
+    fetch = source.fetch_new
+
+    def fetch_then_kill(folder: str, cursor: Any) -> Iterator[Any]:
+        for n, fetched in enumerate(fetch(folder, cursor), start=1):
+            yield fetched
+            if n == 3:  # three messages read: the server dies under the poll
+                dovecot.kill()
+
+    monkeypatch.setattr(source, "fetch_new", fetch_then_kill)
     now = datetime(2027, 3, 2, 12, tzinfo=UTC)
     result = poll.poll(engine, settings=settings, secret=SECRET.encode(), now=now, source=source)
     assert restarts, "the poll never had to reconnect"
