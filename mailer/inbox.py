@@ -30,6 +30,7 @@ from mailer.source import (
     InboxUnavailable,
     MoveFailed,
 )
+from mailer.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -301,15 +302,7 @@ class ImapSource(ClosingSource):
         if self.endpoint.security == "none":
             return None
         if self._context is None:
-            context = ssl.create_default_context()
-            if self.endpoint.ca_file:
-                try:
-                    context.load_verify_locations(cafile=self.endpoint.ca_file)
-                except (OSError, ssl.SSLError) as exc:
-                    raise InboxUnavailable(
-                        f"cannot load the CA file {self.endpoint.ca_file}: {exc}"
-                    ) from exc
-            self._context = context
+            self._context = client_context(self.endpoint.ca_file, InboxUnavailable)
         return self._context
 
     def _recover(self, failures: int, exc: BaseException) -> None:

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from mailer.tls import client_context
 from program.errors import DeliveryError
 
 log = logging.getLogger(__name__)
@@ -282,15 +283,7 @@ class SmtpConnection:
         if self.endpoint.security == "none":
             return None
         if self._context is None:
-            context = ssl.create_default_context()
-            if self.endpoint.ca_file:
-                try:
-                    context.load_verify_locations(cafile=self.endpoint.ca_file)
-                except (OSError, ssl.SSLError) as exc:
-                    raise SmtpUnavailable(
-                        f"cannot load the CA file {self.endpoint.ca_file}: {exc}"
-                    ) from exc
-            self._context = context
+            self._context = client_context(self.endpoint.ca_file, SmtpUnavailable)
         return self._context
 
     def _connect(self, context: ssl.SSLContext | None) -> smtplib.SMTP:
