@@ -25,6 +25,7 @@ from program.models import (
     PARTICIPANTS,
     PARTNERSHIPS,
     PENDING,
+    REHEARSAL,
     ROUNDS,
     SUPPRESSED,
     TOPICS,
@@ -49,9 +50,6 @@ class PlanResult:
     @property
     def written(self) -> int:
         return self.planned + self.late + self.suppressed
-
-
-REHEARSAL = "rehearsal/"
 
 
 def topic_key(round_name: str, seq: int, participant_id: int, *, rehearsal: bool = False) -> str:

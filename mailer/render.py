@@ -17,7 +17,10 @@ from sqlalchemy import Engine, select
 
 from mailer import outbox
 from mailer.compose import Composer, Person, TopicEmail
+from mailer.plan import topic_key
+from program.errors import NotFound
 from program.models import MEMBERSHIPS, PARTICIPANTS, ROUNDS, TOPIC_TEXTS, TOPICS
+from program.replykey import message_id, reply_key
 from program.settings import Settings
 
 
@@ -197,9 +200,6 @@ def preview(
     now: datetime,
 ) -> Message:
     """Topic ``order`` as ``email`` would receive it (``rapport preview topic``); sends nothing."""
-    from mailer.plan import topic_key
-    from program.errors import NotFound
-    from program.replykey import message_id, reply_key
 
     participants = PARTICIPANTS
     members = MEMBERSHIPS

@@ -20,7 +20,6 @@ whether the end-of-data marker left us before the connection failed, which is th
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import re
 import smtplib
@@ -30,6 +29,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 from mailer.tls import client_context
+from program.config import is_loopback
 from program.errors import DeliveryError
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,7 @@ class SmtpConnection:
         if self._client is not None:
             return
         ep = self.endpoint
-        if ep.username is not None and ep.security == "none" and not _is_loopback(ep.host):
+        if ep.username is not None and ep.security == "none" and not is_loopback(ep.host):
             raise SmtpUnavailable(
                 f"{ep.netloc}: refusing to send the password of {ep.username!r} without TLS"
                 " to a host that is not loopback"
@@ -421,16 +421,6 @@ def _check_address(address: str, stage: str, server: str, recipient: str) -> Non
         problem = "the address is not ASCII, which would need SMTPUTF8 (not used)"
     if problem:
         raise SmtpPermanent(None, problem, stage, server=server, recipient=recipient)
-
-
-def _is_loopback(host: str) -> bool:
-    name = host.strip("[]").rstrip(".").lower()
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 def _text(reply: bytes | str) -> str:

@@ -34,11 +34,11 @@ from program.models import (
     OUTBOX,
     PARTICIPANTS,
     PARTNERSHIPS,
+    REHEARSAL,
     ROUNDS,
     SUPPRESSIONS,
 )
 
-REHEARSAL = "rehearsal/"
 MAX_THREAD_IDS = 50
 
 _SEEN = select(INBOUND.c.id).where(INBOUND.c.message_id == bindparam("b_mid")).limit(1)

@@ -21,14 +21,12 @@ triggers handle them:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 __all__ = [
     "local_send_instant",
     "parse_local_time",
-    "round_topic_dates",
     "topic_send_date",
 ]
 
@@ -53,16 +51,6 @@ def topic_send_date(round_start: date, cadence_days: int, order: int, send_on: d
     if send_on is not None:
         return send_on
     return round_start + timedelta(days=(order - 1) * cadence_days)
-
-
-def round_topic_dates(
-    round_start: date, cadence_days: int, topics: Iterable[tuple[int, date | None]]
-) -> list[date]:
-    """The due day of each ``(order, send_on)`` pair in ``topics``, in the order given.
-
-    Same rules and errors as :func:`topic_send_date`.
-    """
-    return [topic_send_date(round_start, cadence_days, order, send_on) for order, send_on in topics]
 
 
 def parse_local_time(text: str) -> time:

@@ -179,11 +179,13 @@ def _key_lines(text: str) -> dict[tuple[str, str], int]:
     return lines
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1), where plaintext is allowed."""
+    name = host.strip("[]").rstrip(".").lower()
+    if name == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
 
@@ -231,7 +233,7 @@ def parse_config(text: str, source: str) -> Settings:
         if (
             server.host
             and server.security == "none"
-            and not (_is_loopback(server.host) or server.allow_plaintext)
+            and not (is_loopback(server.host) or server.allow_plaintext)
         ):
             raise fail(
                 name,

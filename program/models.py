@@ -27,6 +27,9 @@ PENDING, SENDING, SENT, RETRY, FAILED, UNCERTAIN, SUPPRESSED, LATE = (
     "suppressed",
     "late",
 )
+# Outbox keys of a rehearsal ([smtp] redirect_all_to): planned apart so they never use up the
+# real sends, and never taken for a participant's own mail when replies come back.
+REHEARSAL = "rehearsal/"
 OUTBOX_STATES = (PENDING, SENDING, SENT, RETRY, FAILED, UNCERTAIN, SUPPRESSED, LATE)
 SENDABLE = (PENDING, RETRY)
 

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from program.calendar import (
     local_send_instant,
     parse_local_time,
-    round_topic_dates,
     topic_send_date,
 )
 
@@ -46,16 +45,6 @@ def test_topic_date_rejects_bad_order_or_cadence(cadence: int, order: int) -> No
     """An order or cadence below 1 is a programming error and raises ValueError."""
     with pytest.raises(ValueError, match="must be 1"):
         topic_send_date(START, cadence, order, None)
-
-
-def test_round_topic_dates_keeps_input_order() -> None:
-    """round_topic_dates gives one date per (order, send_on) pair, in the order given."""
-    topics = [(3, None), (1, None), (2, date(2026, 3, 20))]
-    assert round_topic_dates(START, 14, topics) == [
-        date(2026, 3, 30),
-        date(2026, 3, 2),
-        date(2026, 3, 20),
-    ]
 
 
 @pytest.mark.parametrize(
