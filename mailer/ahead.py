@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 
 from mailer import outbox
 from mailer.compose import ComposeError, Composer, TopicEmail, to_bytes
+from mailer.notice import Notice, compose_notice
 from mailer.render import Item, Renderer
 
 _worker_composer: Composer | None = None
@@ -35,9 +36,11 @@ class Composed:
 
 
 def compose_one(
-    composer: Composer, context: TopicEmail, now: datetime
+    composer: Composer, context: TopicEmail | Notice, now: datetime
 ) -> tuple[bytes | None, str | None]:
     try:
+        if isinstance(context, Notice):
+            return to_bytes(compose_notice(composer, context, now=now)), None
         return to_bytes(composer.topic(context, now=now)), None
     except ComposeError as exc:
         return None, str(exc)
@@ -49,7 +52,7 @@ def _init_worker(template_dir: str) -> None:
 
 
 def _compose_batch(
-    contexts: Sequence[TopicEmail], now: datetime
+    contexts: Sequence[TopicEmail | Notice], now: datetime
 ) -> list[tuple[bytes | None, str | None]]:
     composer = _worker_composer
     if composer is None:  # pragma: no cover - the initializer always runs first

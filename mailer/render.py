@@ -6,6 +6,7 @@ topics' texts), so composing 20,000 topic emails costs a few hundred queries, no
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from sqlalchemy import Engine, select
 
 from mailer import outbox
 from mailer.compose import Composer, Person, TopicEmail
+from mailer.notice import Notice
 from mailer.plan import topic_key
 from program.errors import NotFound
 from program.models import MEMBERSHIPS, PARTICIPANTS, ROUNDS, TOPIC_TEXTS, TOPICS
@@ -29,7 +31,7 @@ class Item:
     """One outbox row with what composing it needs."""
 
     row: Any
-    context: TopicEmail | None
+    context: TopicEmail | Notice | None
     problem: str | None = None
 
 
@@ -108,7 +110,7 @@ class Renderer:
                     round_names[r.id] = r.name
         for row in rows:
             if row.kind != "topic":
-                yield Item(row, None, f"no renderer for {row.kind} messages yet")
+                yield self._notice(row)
                 continue
             person = people.get(row.participant_id)
             topic = topic_rows.get(row.topic_id)
@@ -129,6 +131,39 @@ class Renderer:
             yield Item(
                 row, self._context(row, person, partners, topic, text, round_names[topic.round_id])
             )
+
+    def _notice(self, row: Any) -> Item:
+        """A nudge, alert or report: everything it says is in the row's payload."""
+        try:
+            payload = json.loads(row.payload or "")
+            recipient = payload["recipient"]
+            program = self.settings.program
+            participant = bool(row.participant_id) and not row.coordinator_id
+            url = program.unsubscribe_url
+            notice = Notice(
+                template=str(payload["template"]),
+                language=str(payload.get("language") or program.default_language),
+                default_language=program.default_language,
+                program_name=program.name,
+                from_address=program.from_address,
+                recipient_name=str(recipient["name"]),
+                recipient_email=row.to_address,
+                idempotency_key=row.key,
+                message_id=row.message_id,
+                reply_address=address_for(program.reply_address, row.reply_key),
+                unsubscribe_address=(
+                    address_for(program.reply_address, f"unsubscribe-{row.reply_key}")
+                    if participant
+                    else None
+                ),
+                unsubscribe_url=(
+                    url.replace("{key}", row.reply_key) if participant and url else None
+                ),
+                data=payload.get("data") or {},
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            return Item(row, None, f"its payload is unreadable: {exc!r}")
+        return Item(row, notice)
 
     def _context(
         self,

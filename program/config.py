@@ -241,6 +241,13 @@ def parse_config(text: str, source: str) -> Settings:
                 f"plaintext {protocol} to {server.host!r} is refused; use starttls or tls, or set"
                 " allow_plaintext = true if you really mean it",
             )
+    health = sections["health"]
+    if health.at_risk_days < health.quiet_days:
+        raise fail(
+            "health",
+            "at_risk_days",
+            f"must be at least quiet_days ({health.quiet_days}), not {health.at_risk_days}",
+        )
     if sections["imap"].host and sections["maildir"].path:
         raise fail("maildir", "path", "set either [imap] host or [maildir] path, not both")
     return Settings(**sections, source=source)

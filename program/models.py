@@ -87,14 +87,21 @@ class Partnership(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     round_id: int = Field(foreign_key="round.id", index=True)
     status: str = Field(default="active", max_length=20)  # active | dissolved | ended
+    ended_at: datetime | None = None  # when it was dissolved (or ended)
+    ended_reason: str = Field(default="", max_length=1000)  # the coordinator's --reason
     created_at: datetime
 
 
 class Membership(SQLModel, table=True):
-    """A participant's place in a partnership; one partnership per participant and round."""
+    """A participant's place in a partnership.
+
+    A participant has at most one *active* partnership per round (the importer and
+    ``rapport match apply`` check it); a dissolved partnership keeps its memberships as history,
+    so someone re-matched in the same round has two.
+    """
 
     __tablename__ = "membership"
-    __table_args__ = (UniqueConstraint("round_id", "participant_id"),)
+    __table_args__ = (UniqueConstraint("partnership_id", "participant_id"),)
     id: int | None = Field(default=None, primary_key=True)
     partnership_id: int = Field(foreign_key="partnership.id", index=True)
     participant_id: int = Field(foreign_key="participant.id", index=True)
@@ -155,6 +162,9 @@ class OutboxMessage(SQLModel, table=True):
     sending_at: datetime | None = None
     sent_at: datetime | None = None
     last_error: str | None = Field(default=None, max_length=1000)
+    # What composing a nudge, alert or report needs, decided when it was planned (JSON); topic
+    # emails are composed from the topic and roster tables instead and leave it empty.
+    payload: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime
     updated_at: datetime
 
@@ -239,11 +249,57 @@ class ActivityEvent(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     partnership_id: int | None = Field(default=None, foreign_key="partnership.id")
     participant_id: int | None = Field(default=None, foreign_key="participant.id", index=True)
-    kind: str = Field(max_length=30)  # message | checkin | partner_contact | bounce | unsubscribe
+    # message | checkin | partner_contact | bounce | unsubscribe | concern
+    kind: str = Field(max_length=30)
     value: int | None = None  # the check-in answer, 1, 2 or 3
+    detail: str = Field(default="", max_length=200)  # a concern's matched phrase, never the text
     occurred_at: datetime
     inbound_id: int | None = Field(default=None, foreign_key="inbound.id", index=True)
     created_at: datetime
+
+
+class HealthSnapshot(SQLModel, table=True):
+    """A partnership's health as judged on one day (UTC), so reports can say what changed."""
+
+    __tablename__ = "health_snapshot"
+    __table_args__ = (
+        UniqueConstraint("partnership_id", "day"),
+        Index("ix_health_snapshot_day", "day"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    partnership_id: int = Field(foreign_key="partnership.id")
+    day: date
+    state: str = Field(max_length=20)
+    score: int
+    since: datetime
+    reasons: str = Field(sa_column=Column(Text, nullable=False))  # JSON list of sentences
+    created_at: datetime
+
+
+class PartnershipNote(SQLModel, table=True):
+    """A coordinator's note on a partnership (``rapport partnership note``), shown in reports."""
+
+    __tablename__ = "partnership_note"
+    id: int | None = Field(default=None, primary_key=True)
+    partnership_id: int = Field(foreign_key="partnership.id", index=True)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime
+
+
+class MatchProposal(SQLModel, table=True):
+    """A new partner suggested for a participant left alone (``rapport match suggest``)."""
+
+    __tablename__ = "match_proposal"
+    id: int | None = Field(default=None, primary_key=True)
+    round_id: int = Field(foreign_key="round.id", index=True)
+    participant_id: int = Field(foreign_key="participant.id", index=True)
+    partner_id: int = Field(foreign_key="participant.id")
+    score: int
+    reasons: str = Field(sa_column=Column(Text, nullable=False))  # JSON list of sentences
+    status: str = Field(default="proposed", max_length=20)  # proposed | applied | dropped
+    partnership_id: int | None = Field(default=None, foreign_key="partnership.id")
+    created_at: datetime
+    updated_at: datetime
 
 
 def table(model: type[SQLModel]) -> Table:
@@ -264,3 +320,6 @@ ALIASES = table(Alias)
 INBOX_CURSORS = table(InboxCursor)
 INBOUND = table(InboundMessage)
 ACTIVITY = table(ActivityEvent)
+SNAPSHOTS = table(HealthSnapshot)
+NOTES = table(PartnershipNote)
+PROPOSALS = table(MatchProposal)

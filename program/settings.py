@@ -144,6 +144,92 @@ class ScheduleSettings:
         "A message more than this late (the service was down) is reported as late, not sent.",
         kind="duration",
     )
+    report_weekday: str = setting(
+        "monday",
+        "Day the weekly at-risk report goes to each coordinator, in the coordinator's own zone.",
+        kind="choice",
+        choices=("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"),
+    )
+    report_time: time = setting(
+        time(8, 0),
+        "Local time of day (HH:MM, in each coordinator's zone) at which the weekly report is sent.",
+        kind="time",
+    )
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    """[health]: when a partnership changes state, in days (defaults suit a fortnightly cadence)."""
+
+    grace_days: int = setting(
+        10,
+        "A partnership younger than this with no contact confirmed yet is 'starting', not quiet.",
+        kind="int",
+        minimum=0,
+    )
+    quiet_days: int = setting(
+        28,
+        "No contact confirmed for this long (two topics): 'quiet'.",
+        kind="int",
+        minimum=1,
+    )
+    at_risk_days: int = setting(
+        42,
+        "Quiet or one-sided with no contact confirmed for this long: 'at_risk'. At least"
+        " quiet_days.",
+        kind="int",
+        minimum=1,
+    )
+    one_sided_days: int = setting(
+        14,
+        "A member not heard from for this long while their partner wrote since: 'one_sided'.",
+        kind="int",
+        minimum=1,
+    )
+    concern_phrases: tuple[str, ...] = setting(
+        (),
+        "Extra words or phrases that, in a participant's own words to the coordinators, raise a"
+        " concern (the partnership goes at risk and coordinators are told the same day). Built in:"
+        " 'inappropriate', 'uncomfortable', 'harass' and their French and Spanish equivalents."
+        " Matched case-insensitively at the start of a word; only the phrase is stored.",
+        kind="list",
+        example=(),
+    )
+
+
+@dataclass(frozen=True)
+class NudgeSettings:
+    """[nudges]: the escalation ladder for quiet and one-sided partnerships."""
+
+    enabled: bool = setting(
+        True, "Send nudges at all. Off: health and reports still run, no nudge is sent.", kind="bool"
+    )
+    pair_after: timedelta = setting(
+        timedelta(days=0),
+        "A partnership quiet this long: a friendly note to both members.",
+        kind="duration",
+    )
+    silent_after: timedelta = setting(
+        timedelta(days=3),
+        "A partnership one-sided this long: a careful note to the silent member.",
+        kind="duration",
+    )
+    coordinators_after: timedelta = setting(
+        timedelta(days=7),
+        "A partnership at risk this long (after the notes above): its coordinators are told, with"
+        " a suggested next action. A bounce, withdrawal or concern tells them at once.",
+        kind="duration",
+    )
+    min_gap: timedelta = setting(
+        timedelta(days=7),
+        "Never more than one nudge to a participant within this long.",
+        kind="duration",
+    )
+    local_time: time = setting(
+        time(10, 0),
+        "Local time of day (HH:MM, in each recipient's own zone) at which nudges are sent.",
+        kind="time",
+    )
 
 
 @dataclass(frozen=True)
@@ -267,6 +353,8 @@ class Settings:
     maildir: MaildirSettings
     inbox: InboxSettings
     privacy: PrivacySettings
+    health: HealthSettings = field(default_factory=HealthSettings)
+    nudges: NudgeSettings = field(default_factory=NudgeSettings)
     source: str = "<defaults>"
     """The file the settings came from (for messages) and its folder (for relative paths)."""
 
@@ -281,4 +369,6 @@ SECTIONS: dict[str, type] = {
     "maildir": MaildirSettings,
     "inbox": InboxSettings,
     "privacy": PrivacySettings,
+    "health": HealthSettings,
+    "nudges": NudgeSettings,
 }

@@ -14,7 +14,7 @@ from sqlmodel import SQLModel
 
 import program.models  # noqa: F401  (registers the tables)
 from program.config import example_config
-from program.store import make_engine
+from program.store import head_revision, make_engine
 from rapport import commands
 from tests.conftest import Project, Result
 
@@ -29,7 +29,7 @@ def test_init_writes_config_and_database(tmp_path: Path, cli: Cli) -> None:
     assert result.code == 0, result.err
     assert config.read_text() == example_config()
     assert (tmp_path / "rapport.db").exists()
-    assert "at migration 0002" in result.out
+    assert f"at migration {head_revision()}" in result.out
     again = cli("--config", config, "init")
     assert again.code == 2 and "already exists (use --force" in again.err
 
@@ -37,7 +37,7 @@ def test_init_writes_config_and_database(tmp_path: Path, cli: Cli) -> None:
 def test_db_upgrade_is_idempotent_and_sets_pragmas(project: Project, cli: Cli) -> None:
     """db upgrade twice is a no-op the second time; the database runs in WAL with foreign keys."""
     result = cli("--config", project.config, "db", "upgrade")
-    assert result.out.strip() == "database already at migration 0002"
+    assert result.out.strip() == f"database already at migration {head_revision()}"
     engine = make_engine(f"sqlite:///{project.db}")
     with engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
