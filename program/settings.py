@@ -202,7 +202,9 @@ class NudgeSettings:
     """[nudges]: the escalation ladder for quiet and one-sided partnerships."""
 
     enabled: bool = setting(
-        True, "Send nudges at all. Off: health and reports still run, no nudge is sent.", kind="bool"
+        True,
+        "Send nudges at all. Off: health and reports still run, no nudge is sent.",
+        kind="bool",
     )
     pair_after: timedelta = setting(
         timedelta(days=0),
