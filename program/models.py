@@ -273,6 +273,9 @@ class HealthSnapshot(SQLModel, table=True):
     score: int
     since: datetime
     reasons: str = Field(sa_column=Column(Text, nullable=False))  # JSON list of sentences
+    # JSON object of what nudges and reports act on: {"last_contact": ISO instant or null,
+    # "silent": [participant ids], "urgent": ["bouncing", "withdrew", "concern", ...]}
+    facts: str = Field(default="{}", sa_column=Column(Text, nullable=False, server_default="{}"))
     created_at: datetime
 
 

@@ -42,6 +42,7 @@ def upgrade() -> None:
         sa.Column("score", sa.Integer(), nullable=False),
         sa.Column("since", sa.DateTime(timezone=True), nullable=False),
         sa.Column("reasons", sa.Text(), nullable=False),
+        sa.Column("facts", sa.Text(), server_default="{}", nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["partnership_id"],
