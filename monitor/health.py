@@ -34,6 +34,9 @@ was never confirmed (quiet); the last contact (else the start) plus ``at_risk_da
 earliest urgent condition such as ``bouncing_since`` (at_risk).  A withdrawal or a suppression
 has no recorded date: its instant is taken to be ``now``; so is dissolved's and ended's ``since``.
 
+Beside the sentences, ``Health`` carries the facts that nudges and reports act on: the last
+confirmed contact, the silent members and the codes of the urgent conditions.
+
 Score, 0 to 100, for sorting (higher needs attention sooner): ``floor + silence`` where ``silence``
 is ``floor(24 * s / (s + A))``, ``s`` the time since the last confirmed contact (else the start)
 and ``A`` the ``at_risk_days``, both in seconds, so it grows with the silence and stays below 24;
@@ -53,6 +56,7 @@ from typing import TypeVar
 __all__ = [
     "DEFAULT_THRESHOLDS",
     "STATES",
+    "URGENT_CODES",
     "Event",
     "Health",
     "Member",
@@ -70,6 +74,7 @@ STARTING, HEALTHY, ONE_SIDED, QUIET, AT_RISK, DISSOLVED, ENDED = STATES = (
     "dissolved",
     "ended",
 )
+URGENT_CODES = ("bouncing", "suppressed", "unsubscribed", "withdrew", "concern")
 _FLOOR = {STARTING: 0, HEALTHY: 0, ONE_SIDED: 25, QUIET: 25, AT_RISK: 50}
 _URGENT_FLOOR, _URGENT_STEP, _SILENCE_POINTS = 75, 5, 24
 _ACTIVITY = frozenset({"message", "checkin", "partner_contact"})
@@ -153,12 +158,23 @@ DEFAULT_THRESHOLDS = Thresholds()
 @dataclass(frozen=True, slots=True)
 class Health:
     """A partnership's health at one instant: ``state`` in STATES, ``score`` 0-100 (higher needs
-    attention sooner), ``since`` (aware) when the state's condition began, ``reasons`` sentences."""
+    attention sooner), ``since`` (aware) when the state's condition began, ``reasons`` sentences.
+
+    The other fields are the facts that nudges and reports act on, so that they need not parse
+    reasons: ``last_contact`` (aware, as given) is the last confirmed contact, None if there was
+    none; ``silent`` the participant ids the one-sided rules judge silent, in the members' order
+    (empty unless the partnership is one-sided, or at risk while one-sided); ``urgent`` the codes
+    of the urgent conditions present, in the order of URGENT_CODES.  A dissolved or ended
+    partnership is not judged on its events, so these keep their defaults.
+    """
 
     state: str
     score: int
     since: datetime
     reasons: tuple[str, ...]
+    last_contact: datetime | None = None
+    silent: tuple[int, ...] = ()
+    urgent: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,13 +454,30 @@ def _judge(
         if member.status == "paused":
             lines.append(book.say("paused", who=names[i]))
 
+    # Silent: whoever a check-in 2 from another member points at, and whoever the one-sided
+    # rule found; exactly the members the reasons above say have not answered.
+    silent_ids = tuple(
+        m.participant_id
+        for i, m in enumerate(members)
+        if i in silent or any(j != i for j in reporters)
+    )
     urgent = _urgent(members, names, unsubscribed, concerns, slots, now, book)
     if urgent:
-        earliest = min(at for at, _ in urgent)
+        earliest = min(at for at, _, _ in urgent)
         since = min(since, earliest) if state == AT_RISK else earliest
         score = _URGENT_FLOOR + _URGENT_STEP * (len(urgent) - 1) + _points(silence, limits)
-        return Health(AT_RISK, min(100, score), since, (*(line for _, line in urgent), *lines))
-    return Health(state, _FLOOR[state] + _points(silence, limits), since, tuple(lines))
+        codes = {code for _, code, _ in urgent}
+        return Health(
+            AT_RISK,
+            min(100, score),
+            since,
+            (*(line for _, _, line in urgent), *lines),
+            contact,
+            silent_ids,
+            tuple(code for code in URGENT_CODES if code in codes),
+        )
+    score = _FLOOR[state] + _points(silence, limits)
+    return Health(state, score, since, tuple(lines), contact, silent_ids)
 
 
 def _urgent(
@@ -455,19 +488,24 @@ def _urgent(
     slots: dict[int, int],
     now: datetime,
     book: _Phrasebook,
-) -> list[tuple[datetime, str]]:
-    """Urgent conditions as (when it began, sentence), earliest first; members' in their order."""
-    found: list[tuple[datetime, str]] = []
+) -> list[tuple[datetime, str, str]]:
+    """Urgent conditions as (when it began, code, sentence), earliest first; members' in their
+    order.  Codes are those of URGENT_CODES."""
+    found: list[tuple[datetime, str, str]] = []
     for i, member in enumerate(members):
         who, bouncing, left = names[i], member.bouncing_since, unsubscribed[i]
         if bouncing is not None and bouncing <= now:
-            found.append((bouncing, book.say("bouncing", who=who, date=book.date(bouncing, now))))
+            found.append(
+                (bouncing, "bouncing", book.say("bouncing", who=who, date=book.date(bouncing, now)))
+            )
         if left is not None:
-            found.append((left, book.say("unsubscribed", who=who, date=book.date(left, now))))
+            found.append(
+                (left, "unsubscribed", book.say("unsubscribed", who=who, date=book.date(left, now)))
+            )
         elif member.suppressed and bouncing is None:
-            found.append((now, book.say("suppressed", who=who)))
+            found.append((now, "suppressed", book.say("suppressed", who=who)))
         if member.status == "withdrawn":
-            found.append((now, book.say("withdrew", who=who)))
+            found.append((now, "withdrew", book.say("withdrew", who=who)))
     for concern in sorted(concerns, key=lambda e: (e.occurred_at, e.participant_id, e.detail)):
         at, by = concern.occurred_at, slots.get(concern.participant_id)
         date = book.date(at, now)
@@ -477,8 +515,7 @@ def _urgent(
             else book.say("concern_by", who=names[by], date=date)
         )
         detail = " ".join(concern.detail.split())
-        found.append(
-            (at, book.say("detail", sentence=sentence, detail=detail) if detail else sentence)
-        )
+        line = book.say("detail", sentence=sentence, detail=detail) if detail else sentence
+        found.append((at, "concern", line))
     found.sort(key=lambda item: item[0])
     return found

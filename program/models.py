@@ -16,8 +16,10 @@ from sqlmodel import Field, SQLModel
 # be on the wire; "uncertain" is a "sending" row whose process died: it may or may not have been
 # delivered, so only a person re-sends it.  "late" missed schedule.max_lateness; "suppressed" was
 # addressed to a suppressed address.  "sent", "failed", "late", "suppressed" and "uncertain" are
-# final until someone runs `rapport outbox retry`.
-PENDING, SENDING, SENT, RETRY, FAILED, UNCERTAIN, SUPPRESSED, LATE = (
+# final until someone runs `rapport outbox retry`.  "cancelled" is final: a coordinator dissolved
+# the partnership or paused or withdrew the participant before the row went out (last_error
+# says which).
+PENDING, SENDING, SENT, RETRY, FAILED, UNCERTAIN, SUPPRESSED, LATE, CANCELLED = (
     "pending",
     "sending",
     "sent",
@@ -26,11 +28,22 @@ PENDING, SENDING, SENT, RETRY, FAILED, UNCERTAIN, SUPPRESSED, LATE = (
     "uncertain",
     "suppressed",
     "late",
+    "cancelled",
 )
 # Outbox keys of a rehearsal ([smtp] redirect_all_to): planned apart so they never use up the
 # real sends, and never taken for a participant's own mail when replies come back.
 REHEARSAL = "rehearsal/"
-OUTBOX_STATES = (PENDING, SENDING, SENT, RETRY, FAILED, UNCERTAIN, SUPPRESSED, LATE)
+OUTBOX_STATES = (
+    PENDING,
+    SENDING,
+    SENT,
+    RETRY,
+    FAILED,
+    UNCERTAIN,
+    SUPPRESSED,
+    LATE,
+    CANCELLED,
+)
 SENDABLE = (PENDING, RETRY)
 
 

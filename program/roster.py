@@ -216,9 +216,11 @@ def import_partnerships(path: Path, *, session: Session, now: datetime) -> Impor
     """Create the pairs (and triads) in the CSV file ``path``.
 
     Columns: round, member_a, member_b; optional member_c.  Members are participants' emails.
-    A partnership already in the database with the same members in the same round is unchanged;
-    a participant may be in one partnership per round.  A partnership whose members all come
-    from one country is imported with a warning: the program matches across borders.
+    A partnership already in the database with the same members in the same round is unchanged
+    (a dissolved or ended one is not re-created, with a warning); a participant may be in one
+    *active* partnership per round, so someone whose partnership was dissolved can be imported
+    into a new one.  A partnership whose members all come from one country is imported with a
+    warning: the program matches across borders.
     """
     table = CsvFile(path, ("round", *_MEMBERS[:2]), _MEMBERS[2:])
     rounds = {name: int(id_ or 0) for name, id_ in session.exec(select(Round.name, Round.id))}
@@ -251,22 +253,45 @@ def import_partnerships(path: Path, *, session: Session, now: datetime) -> Impor
         if len(table.errors) == errors and round_name is not None:
             wanted.append((rounds[round_name], row, members))
 
-    placed: dict[tuple[int, int], int] = {}  # (round, participant) -> partnership
+    # Only active partnerships place a participant: someone whose partnership was dissolved may
+    # be partnered again in the same round.  The dissolved (or ended) ones are remembered so that
+    # re-importing the original file does not bring them back.
+    placed: dict[tuple[int, int], int] = {}  # (round, participant) -> active partnership
     groups: dict[int, set[int]] = {}  # partnership -> participants
+    closed: dict[int, tuple[int, str]] = {}  # partnership no longer active -> (round, status)
     round_ids = {round_id for round_id, _, _ in wanted}
     if round_ids:
-        query_m = select(Membership.round_id, Membership.participant_id, Membership.partnership_id)
-        for round_id, pid, group in session.exec(
+        query_m = select(
+            Membership.round_id,
+            Membership.participant_id,
+            Membership.partnership_id,
+            Partnership.status,
+        ).join(Partnership, col(Partnership.id) == col(Membership.partnership_id))
+        for round_id, pid, group, status in session.exec(
             query_m.where(col(Membership.round_id).in_(round_ids))
         ):
-            placed[(round_id, pid)] = group
             groups.setdefault(group, set()).add(pid)
+            if status == "active":
+                placed[(round_id, pid)] = group
+            else:
+                closed[group] = (round_id, status)
+    history = {
+        (round_id, frozenset(groups[group])): status for group, (round_id, status) in closed.items()
+    }
 
     report = ImportReport("partnerships", warnings=table.warnings)
     in_file: dict[tuple[int, int], int] = {}  # (round, participant) -> line
     new: list[tuple[int, list[int]]] = []
     for round_id, row, pids in wanted:
         label = row.values["round"]
+        # A row naming a partnership that was dissolved (the file it came from, imported again)
+        # is skipped before anything else, so that it blocks no one's new partnership.
+        closed_as = history.get((round_id, frozenset(pids)))
+        if closed_as is not None:
+            message = f"this partnership was {closed_as} in {label}; not re-created"
+            table.warn(row.line, None, message)
+            report.unchanged += 1
+            continue
         ok = True
         for name, pid in zip(_MEMBERS, pids, strict=False):
             earlier = in_file.setdefault((round_id, pid), row.line)

@@ -23,7 +23,19 @@ from program.errors import RapportError, UsageError
 from program.settings import Settings
 from program.store import make_engine, require_current, upgrade
 
-STATUSES = ("pending", "sending", "sent", "retry", "failed", "uncertain", "suppressed", "late")
+STATUSES = (
+    "pending",
+    "sending",
+    "sent",
+    "retry",
+    "failed",
+    "uncertain",
+    "suppressed",
+    "late",
+    "cancelled",
+)
+# monitor/health.py's STATES; spelled out so `--help` needs no import of the application.
+HEALTH_STATES = ("starting", "healthy", "one_sided", "quiet", "at_risk", "dissolved", "ended")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -131,6 +143,63 @@ def build_parser() -> argparse.ArgumentParser:
     alias.add_argument("address", metavar="ADDRESS")
     now_option(alias)
 
+    for verb, meaning in (
+        ("pause", "stop their mail for now (health no longer expects them to write)"),
+        ("resume", "undo pause: mail them again"),
+        ("withdraw", "they have left the program: no more mail, their partnership is at risk"),
+    ):
+        state = participant.add_parser(verb, help=meaning)
+        state.add_argument("email", metavar="EMAIL")
+        if verb != "resume":
+            state.add_argument("--reason", default="", help="why, kept with the partnership")
+        now_option(state)
+
+    ps = commands.add_parser("partnership", help="one partnership").add_subparsers(
+        dest="partnership_command", required=True, parser_class=_Parser
+    )
+    show = ps.add_parser("show", help="members, health, notes and the mail sent")
+    show.add_argument("id", type=_positive, metavar="ID")
+    now_option(show)
+    note = ps.add_parser("note", help="add a note (shown in the weekly report)")
+    note.add_argument("id", type=_positive, metavar="ID")
+    note.add_argument("text", metavar="TEXT")
+    now_option(note)
+    dissolve = ps.add_parser("dissolve", help="end a partnership before the round does")
+    dissolve.add_argument("id", type=_positive, metavar="ID")
+    dissolve.add_argument("--reason", required=True, help="why (kept; shown to coordinators)")
+    now_option(dissolve)
+
+    match = commands.add_parser(
+        "match", help="new partners for participants left alone"
+    ).add_subparsers(dest="match_command", required=True, parser_class=_Parser)
+    suggest = match.add_parser("suggest", help="propose partners (changes no partnership)")
+    suggest.add_argument("--round", metavar="NAME", help="the round (default: the latest active)")
+    suggest.add_argument("--json", action="store_true", help="one JSON object per proposal")
+    now_option(suggest)
+    apply = match.add_parser("apply", help="make proposed pairs into partnerships")
+    apply.add_argument("ids", nargs="*", type=_positive, metavar="ID", help="proposal ids")
+    apply.add_argument("--all", action="store_true", help="every open proposal")
+    now_option(apply)
+
+    health = commands.add_parser("health", help="each partnership's state, score and reasons")
+    health.add_argument("--json", action="store_true", help="one JSON object per partnership")
+    health.add_argument("--state", choices=HEALTH_STATES, help="only partnerships in this state")
+    health.add_argument("--round", metavar="NAME", help="only this round (default: active ones)")
+    now_option(health)
+
+    nudge = commands.add_parser("nudge", help="plan today's nudges and send what is due")
+    nudge.add_argument("--dry-run", action="store_true", help="show what would go; send nothing")
+    now_option(nudge)
+
+    report = commands.add_parser("report", help="the weekly at-risk report")
+    report.add_argument("--coordinator", metavar="EMAIL", help="only this coordinator")
+    report.add_argument("--html", type=Path, metavar="FILE", help="write the report's HTML here")
+    report.add_argument(
+        "--send", action="store_true", help="send this ISO week's report now (once per week)"
+    )
+    report.add_argument("--dry-run", action="store_true", help="plan and send nothing")
+    now_option(report)
+
     unsub = commands.add_parser(
         "unsubscribe", help="one-click unsubscribe: suppress the participant a reply key names"
     )
@@ -214,9 +283,10 @@ def dispatch(ctx: Context) -> int:
         return _cmd_init(ctx)
     if args.command == "db":
         return _cmd_db(ctx)
-    from rapport import commands  # the rest need the whole application
+    from rapport import actions, commands  # the rest need the whole application
 
-    handler: Callable[[Context], int] = getattr(commands, f"cmd_{args.command}")
+    name = f"cmd_{args.command}"
+    handler: Callable[[Context], int] = getattr(commands, name, None) or getattr(actions, name)
     return handler(ctx)
 
 

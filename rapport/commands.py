@@ -9,8 +9,9 @@ import json
 import os
 import signal
 import sys
+from collections import Counter
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from email.header import decode_header, make_header
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,13 +21,15 @@ from sqlmodel import Session
 from mailer import outbox
 from mailer.classify import classify_file
 from mailer.compose import Composer
+from mailer.deliver import DeliveryResult
 from mailer.render import preview
-from monitor import signals
+from monitor import judging, signals
+from monitor.health import STATES
 from program import roster, topics
 from program.config import reply_secret
-from program.errors import NotFound
+from program.errors import NotFound, UsageError
 from program.store import session_scope
-from rapport import jobs, poll
+from rapport import jobs, poll, watch
 
 if TYPE_CHECKING:
     from rapport.cli import Context
@@ -216,6 +219,10 @@ class _StopOnSignal:
 
 def cmd_participant(ctx: Context) -> int:
     args = ctx.args
+    if args.participant_command != "alias":
+        from rapport.actions import participant_status
+
+        return participant_status(ctx)
     with session_scope(ctx.engine()) as session:
         added = roster.add_alias(args.email, args.address, session=session, now=ctx.now)
     email, address = args.email.strip().lower(), args.address.strip().lower()
@@ -318,4 +325,121 @@ def cmd_outbox(ctx: Context) -> int:
         )
     elif args.status:
         print(f"no {args.status} messages")
+    return 0
+
+
+def cmd_health(ctx: Context) -> int:
+    args = ctx.args
+    with ctx.engine().connect() as connection:
+        judged = judging.judge_all(
+            connection, settings=ctx.settings, now=ctx.now, round_name=args.round
+        )
+    if args.round and not judged:
+        raise NotFound(f"round {args.round}: no partnerships (or no such round)")
+    if args.state:
+        judged = [j for j in judged if j.health.state == args.state]
+    judged.sort(key=lambda j: (-j.health.score, j.partnership_id))
+    if args.json:
+        for j in judged:
+            print(json.dumps(health_json(j), ensure_ascii=False))
+        return 0
+    if not judged:
+        print(f"no partnership is {args.state}" if args.state else "no partnerships to judge")
+        return 0
+    rows = [
+        [
+            str(j.partnership_id),
+            j.health.state,
+            str(j.health.score),
+            j.health.since.astimezone(UTC).strftime("%Y-%m-%d"),
+            " & ".join(f"{m.name} ({m.country})" for m in j.members),
+            "; ".join(j.health.reasons),
+        ]
+        for j in judged
+    ]
+    print(_table(rows, ["id", "state", "score", "since", "members", "reasons"]))
+    counts = Counter(j.health.state for j in judged)
+    print("  ".join(f"{state} {counts[state]}" for state in STATES if counts[state]))
+    return 0
+
+
+def health_json(judged: judging.Judged) -> dict[str, Any]:
+    """One partnership as `rapport health --json` prints it (the contract in DESIGN.md)."""
+    return {
+        "partnership": judged.partnership_id,
+        "members": [
+            {"email": m.email, "name": m.name, "country": m.country} for m in judged.members
+        ],
+        "state": judged.health.state,
+        "score": judged.health.score,
+        "since": judged.health.since.astimezone(UTC).isoformat(),
+        "reasons": list(judged.health.reasons),
+    }
+
+
+def _delivered(delivery: DeliveryResult | None) -> str:
+    if delivery is None:
+        return ""
+    text = f"; sent {delivery.sent}"
+    for n, label in ((delivery.retry, "to retry"), (delivery.failed, "failed")):
+        if n:
+            text += f", {n} {label}"
+    if delivery.stopped:
+        text += f"; stopped: {delivery.stopped}"
+    return text
+
+
+def cmd_nudge(ctx: Context) -> int:
+    args = ctx.args
+    result = watch.plan_nudges(
+        ctx.engine(),
+        settings=ctx.settings,
+        secret=reply_secret(),
+        now=ctx.now,
+        dry_run=args.dry_run,
+    )
+    if args.dry_run:
+        for key in result.planned:
+            print(f"would plan {key}")
+        print(
+            f"dry run: judged {result.judged} partnerships; would plan {len(result.planned)}"
+            " nudges and alerts; nothing was changed"
+        )
+        return 0
+    print(
+        f"judged {result.judged} partnerships; planned {len(result.planned)} nudges and alerts"
+        f" ({result.already} already planned){_delivered(result.delivery)}"
+    )
+    return 0
+
+
+def cmd_report(ctx: Context) -> int:
+    args = ctx.args
+    if args.html:
+        email, html = watch.report_html(
+            ctx.engine(), settings=ctx.settings, now=ctx.now, coordinator=args.coordinator
+        )
+        try:
+            args.html.write_text(html, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"{args.html}: cannot write: {exc.strerror}") from None
+        print(f"wrote {email}'s report to {args.html}")
+        if not args.send:
+            return 0
+    result = watch.plan_reports(
+        ctx.engine(),
+        settings=ctx.settings,
+        secret=reply_secret(),
+        now=ctx.now,
+        coordinator=args.coordinator,
+        force=args.send,
+        dry_run=args.dry_run,
+    )
+    verb = "would plan" if args.dry_run else "planned"
+    text = f"{verb} {len(result.planned)} reports"
+    if result.already:
+        text += f", {result.already} already planned this week"
+    if result.not_due:
+        text += f", {result.not_due} not due yet (report_weekday/report_time in their zone)"
+    print(text + _delivered(result.delivery))
     return 0

@@ -186,6 +186,7 @@ def test_outbox_on_an_empty_database(project: Project, cli: Cli) -> None:
     assert (
         result.out.strip()
         == "pending 0  sending 0  sent 0  retry 0  failed 0  uncertain 0  suppressed 0  late 0"
+        "  cancelled 0"
     )
     assert (
         cli("--config", project.config, "outbox", "--status", "failed").out.strip()

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from monitor.health import (
     STATES,
+    URGENT_CODES,
     Event,
     Health,
     Member,
@@ -534,3 +535,123 @@ def test_score_never_falls_as_silence_grows(
     first = judge(members=members, events=events, started=START, status="active", now=now)
     second = judge(members=members, events=events, started=START, status="active", now=now + later)
     assert second.score >= first.score
+
+
+# The facts nudges and reports act on: last_contact, silent, urgent.
+
+
+def test_facts_default_so_a_health_can_be_built_from_its_four_fields() -> None:
+    """Health's facts have defaults: no contact, nobody silent, nothing urgent."""
+    got = Health("healthy", 0, START, ("x",))
+    assert (got.last_contact, got.silent, got.urgent) == (None, (), ())
+
+
+def test_last_contact_is_the_latest_confirmed_contact() -> None:
+    """last_contact is None without contact, else the newest check-in 1 or partner_contact."""
+    assert health([message(1, 2), *checkin(1, 3, 2)], now=5).last_contact is None
+    events = [*checkin(2, 3, 1), Event(1, "partner_contact", day(9)), *checkin(1, 12, 3)]
+    assert health(events, now=20).last_contact == day(9)
+    assert health(events, now=5).last_contact == day(3)  # the later one is not seen yet
+    assert health(events, now=80).last_contact == day(9)  # at_risk keeps it too
+
+
+def test_silent_after_a_checkin_2_is_the_other_member() -> None:
+    """A check-in 2 from Kelsey makes Maria silent; contact after it clears her."""
+    assert health(checkin(1, 2, 2), now=3).silent == (2,)
+    assert health([*checkin(1, 2, 2), *checkin(2, 4, 1)], now=5).silent == ()
+
+
+def test_silent_after_checkins_2_from_both_is_both() -> None:
+    """Both members saying they wrote without an answer: each is silent to the other."""
+    got = health([*checkin(1, 2, 2), *checkin(2, 3, 2)], now=4)
+    assert got.state == "one_sided"
+    assert got.silent == (1, 2)
+
+
+def test_silent_in_a_triad_by_checkin_2_and_by_the_one_sided_rule() -> None:
+    """Triad: a check-in 2 silences both others; the one-sided rule only the quiet member."""
+    assert health([message(2, 1), *checkin(1, 3, 2)], now=4, members=TRIAD).silent == (2, 3)
+    events = [message(1, 2), message(2, 3), message(1, 9), message(2, 10)]
+    assert health(events, now=20, members=TRIAD).silent == (3,)
+
+
+def test_silent_stays_when_one_sided_turns_at_risk_and_is_empty_when_quiet() -> None:
+    """At risk after a one-sided spell still names the silent member; quiet names nobody."""
+    events = [*checkin(1, 1, 2), message(1, 20), message(1, 35)]
+    got = health(events, now=43)
+    assert (got.state, got.silent) == ("at_risk", (2,))
+    quiet = health(checkin(1, 4, 1), now=46)
+    assert (quiet.state, quiet.silent) == ("at_risk", ())
+    assert health([], now=12).silent == ()
+
+
+def test_paused_member_is_never_silent_by_the_one_sided_rule() -> None:
+    """A paused member is on a break, so silent stays empty."""
+    paused = Member(2, "Maria Nowak", "PL", status="paused")
+    assert health([message(1, 5), message(1, 9)], now=20, members=(KELSEY, paused)).silent == ()
+
+
+@pytest.mark.parametrize(
+    ("members", "events", "codes"),
+    [
+        ((KELSEY, Member(3, "Li Wei", "CN", bouncing_since=day(34), suppressed=True)), [],
+         ("bouncing",)),
+        ((KELSEY, Member(4, "Ana García", "ES", status="withdrawn")), [], ("withdrew",)),
+        ((KELSEY, Member(2, "Maria Nowak", "PL", suppressed=True)),
+         [Event(2, "unsubscribe", day(20))], ("unsubscribed",)),
+        ((KELSEY, Member(2, "Maria Nowak", "PL", suppressed=True)), [], ("suppressed",)),
+        (PAIR, [Event(99, "concern", day(36))], ("concern",)),
+        (PAIR, [], ()),
+    ],
+    ids=["bounce", "withdrawn", "unsubscribe", "suppressed", "concern", "none"],
+)  # fmt: skip
+def test_urgent_codes_name_each_condition(
+    members: tuple[Member, ...], events: list[Event], codes: tuple[str, ...]
+) -> None:
+    """Each urgent condition has its code; a partnership without one has none."""
+    got = health([*checkin(1, 38, 1), *events], now=40, members=members)
+    assert got.urgent == codes
+    assert got.last_contact == day(38)
+
+
+def test_urgent_codes_come_in_a_stable_order_without_repeats() -> None:
+    """Codes follow URGENT_CODES, whatever the conditions' dates; two concerns are one code."""
+    li = Member(3, "Li Wei", "CN", bouncing_since=day(30))
+    events = [
+        Event(1, "concern", day(20)),
+        Event(2, "concern", day(22)),
+        Event(2, "unsubscribe", day(25)),
+    ]
+    got = health(events, now=40, members=(KELSEY, MARIA, li))
+    assert got.urgent == ("bouncing", "unsubscribed", "concern")
+    assert URGENT_CODES == ("bouncing", "suppressed", "unsubscribed", "withdrew", "concern")
+
+
+def test_dissolved_and_ended_carry_no_facts() -> None:
+    """A dissolved partnership is not judged on its events: its facts keep their defaults."""
+    got = health([*checkin(1, 2, 1), Event(1, "concern", day(3))], now=5, status="dissolved")
+    assert (got.last_contact, got.silent, got.urgent) == (None, (), ())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    members=members_strategy,
+    events=events_strategy,
+    now=st.integers(0, 200 * 24).map(lambda h: START + timedelta(hours=h)),
+)
+def test_facts_agree_with_state_and_score(
+    members: list[Member], events: list[Event], now: datetime
+) -> None:
+    """Random events: urgent iff an urgent score; silent only when one-sided or at risk, and only
+    members; last_contact never after now."""
+    got = judge(members=members, events=events, started=START, status="active", now=now)
+    assert bool(got.urgent) == (got.score >= 75)
+    assert list(got.urgent) == [c for c in URGENT_CODES if c in got.urgent]
+    if got.silent:
+        assert got.state in ("one_sided", "at_risk")
+    assert set(got.silent) <= {m.participant_id for m in members}
+    if got.state == "one_sided":
+        assert got.silent
+    assert got.last_contact is None or got.last_contact <= now
+    if got.state == "healthy":
+        assert got.last_contact is not None

@@ -321,6 +321,41 @@ def test_partnership_conflicts(session: Session, tmp_path: Path) -> None:
     assert len(session.exec(select(Partnership)).all()) == 1
 
 
+def test_dissolved_partnership_does_not_block_a_new_one(session: Session, tmp_path: Path) -> None:
+    """Only active partnerships count as "already partnered"; a dissolved one is not re-created."""
+    roster.import_participants(write(tmp_path, "p.csv", PEOPLE), session=session, now=NOW)
+    spring(session)
+    first = "round,member_a,member_b\n2027-spring,ann@example.org,bob@example.org\n"
+    roster.import_partnerships(write(tmp_path, "a.csv", first), session=session, now=NOW)
+    old = session.exec(select(Partnership)).one()
+    old.status = "dissolved"
+    session.add(old)
+    session.flush()
+    text = (
+        "round,member_a,member_b\n"
+        "2027-spring,ann@example.org,bob@example.org\n"
+        "2027-spring,chiara@example.org,ann@example.org\n"
+    )
+    report = roster.import_partnerships(write(tmp_path, "b.csv", text), session=session, now=LATER)
+    assert (report.created, report.unchanged) == (1, 1)
+    assert [(w.line, w.message) for w in report.warnings] == [
+        (2, "this partnership was dissolved in 2027-spring; not re-created")
+    ]
+    ids = {p.id: p.email for p in session.exec(select(Participant))}
+    kept = session.exec(select(Membership).where(Membership.partnership_id == old.id)).all()
+    assert len(kept) == 2  # the dissolved partnership keeps its members, as history
+    active = session.exec(select(Partnership).where(Partnership.status == "active")).one()
+    members = session.exec(select(Membership).where(Membership.partnership_id == active.id))
+    assert sorted(ids[m.participant_id] for m in members) == [
+        "ann@example.org",
+        "chiara@example.org",
+    ]
+    # Ann now has an active partnership again: another one in the same round is refused.
+    clash = "round,member_a,member_b\n2027-spring,ann@example.org,dev@example.org\n"
+    with pytest.raises(InputError, match=r"ann@example\.org is already partnered with chiara"):
+        roster.import_partnerships(write(tmp_path, "c.csv", clash), session=session, now=LATER)
+
+
 TOPIC = '+++\ntitle = "{title}"\norder = {order}\n+++\n\n{body}\n'
 
 
