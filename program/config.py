@@ -241,6 +241,8 @@ def parse_config(text: str, source: str) -> Settings:
                 f"plaintext {protocol} to {server.host!r} is refused; use starttls or tls, or set"
                 " allow_plaintext = true if you really mean it",
             )
+    if sections["schedule"].poll_every.total_seconds() < 30:
+        raise fail("schedule", "poll_every", "must be at least 30s")
     health = sections["health"]
     if health.at_risk_days < health.quiet_days:
         raise fail(

@@ -144,6 +144,17 @@ class ScheduleSettings:
         "A message more than this late (the service was down) is reported as late, not sent.",
         kind="duration",
     )
+    poll_every: timedelta = setting(
+        timedelta(minutes=5),
+        "How often `rapport serve` reads the inbox.",
+        kind="duration",
+    )
+    daily_time: time = setting(
+        time(6, 0),
+        "Time of day (HH:MM, in the program's zone) of the daily health snapshot and nudges;"
+        " after downtime the day's run happens as soon as the service is back.",
+        kind="time",
+    )
     report_weekday: str = setting(
         "monday",
         "Day the weekly at-risk report goes to each coordinator, in the coordinator's own zone.",

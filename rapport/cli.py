@@ -9,6 +9,7 @@ is read as UTC).
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
@@ -200,6 +201,27 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--dry-run", action="store_true", help="plan and send nothing")
     now_option(report)
 
+    serve = commands.add_parser(
+        "serve", help="run every job on schedule until SIGTERM (the systemd service)"
+    )
+    serve.add_argument(
+        "--once",
+        action="store_true",
+        help="run each job once, as if its time had come, then exit (for cron and checks)",
+    )
+    now_option(serve)
+
+    commands.add_parser(
+        "doctor", help="check config, database, SMTP, IMAP, templates and secrets; send nothing"
+    )
+
+    demo = commands.add_parser(
+        "demo", help="play a whole round on an embedded mail server; no network needed"
+    )
+    demo.add_argument(
+        "--dir", type=Path, default=Path("demo-out"), help="where to write (default: demo-out)"
+    )
+
     unsub = commands.add_parser(
         "unsubscribe", help="one-click unsubscribe: suppress the participant a reply key names"
     )
@@ -283,11 +305,20 @@ def dispatch(ctx: Context) -> int:
         return _cmd_init(ctx)
     if args.command == "db":
         return _cmd_db(ctx)
-    from rapport import actions, commands  # the rest need the whole application
-
-    name = f"cmd_{args.command}"
-    handler: Callable[[Context], int] = getattr(commands, name, None) or getattr(actions, name)
+    # The rest need the whole application; each command's handler is cmd_<command> in the
+    # module named here (commands.py by default).
+    module = importlib.import_module(f"rapport.{_HANDLERS.get(args.command, 'commands')}")
+    handler: Callable[[Context], int] = getattr(module, f"cmd_{args.command}")
     return handler(ctx)
+
+
+_HANDLERS = {
+    "partnership": "actions",
+    "match": "actions",
+    "serve": "service",
+    "doctor": "doctor",
+    "demo": "demo",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,260 @@
+"""`rapport serve` as a subprocess: it sends, reads and reports on its own, stops cleanly on
+SIGTERM (the message in flight finished, nothing twice, nothing lost), talks to systemd's notify
+socket, reloads on SIGHUP, and refuses a second instance on one SQLite database.
+
+The service follows the real clock, so the round here starts yesterday and every time of day in
+the schedule is midnight: whatever the day the tests run, the first topic, the daily snapshot and
+the week's report are due the moment the service starts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Project, Result
+from tests.smtp_server import SmtpTestServer
+from tests.test_send import PAIRS, PEOPLE
+
+Cli = Callable[..., Result]
+COORDINATORS = "email,name,role,countries,timezone\nlead@example.org,Lena Lead,program,,UTC\n"
+SCHEDULE = (
+    "[schedule]\n"
+    'topic_local_time = "00:00"\n'
+    'daily_time = "00:00"\n'
+    'report_weekday = "monday"\n'
+    'report_time = "00:00"\n'
+    'poll_every = "30s"\n'
+)
+
+
+def _setup(project: Project, cli: Cli, smtp: SmtpTestServer) -> Path:
+    maildir = project.dir / "Maildir"
+    for sub in ("new", "cur", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    project.write_config(SCHEDULE + f'[maildir]\npath = "{maildir}"\n', smtp_port=smtp.port)
+    folder = project.dir
+    (folder / "participants.csv").write_text(
+        "email,name,country,timezone,language\n" + "".join(",".join(p) + "\n" for p in PEOPLE),
+        encoding="utf-8",
+    )
+    (folder / "partnerships.csv").write_text(
+        "round,member_a,member_b\n" + "".join(f"now,{a},{b}\n" for a, b in PAIRS),
+        encoding="utf-8",
+    )
+    (folder / "coordinators.csv").write_text(COORDINATORS, encoding="utf-8")
+    topics = folder / "topics"
+    topics.mkdir()
+    (topics / "one.md").write_text('+++\ntitle = "One"\norder = 1\n+++\nHello.\n', "utf-8")
+    (topics / "two.md").write_text('+++\ntitle = "Two"\norder = 2\n+++\nAgain.\n', "utf-8")
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    for args in (
+        ("import", "participants", folder / "participants.csv"),
+        ("import", "coordinators", folder / "coordinators.csv"),
+        ("round", "create", "now", "--start", yesterday),
+        ("import", "partnerships", folder / "partnerships.csv"),
+        ("import", "topics", topics, "--round", "now"),
+    ):
+        result = cli("--config", project.config, *args)
+        assert result.code == 0, result.err
+    # A reply already waiting in the inbox: a check-in from Ana, known by her address.
+    message = EmailMessage()
+    message["From"] = "Ana Souza <ana@example.org>"
+    message["To"] = "coordinators@example.org"
+    message["Subject"] = "Re: One"
+    message["Message-ID"] = "<waiting-1@example.net>"
+    message.set_content("1\n")
+    (maildir / "new" / "1700000001.M1P1Q1.test").write_bytes(message.as_bytes())
+    return maildir
+
+
+class Notify:
+    """A systemd notify socket: collects what the service sends."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.messages: list[str] = []
+
+    def collect(self) -> None:
+        try:
+            while True:
+                self.messages.append(self.sock.recv(4096).decode())
+        except TimeoutError:
+            return
+
+    def seen(self, line: str) -> bool:
+        self.collect()
+        return any(line in m.splitlines() for m in self.messages)
+
+
+@pytest.fixture
+def notify(tmp_path: Path) -> Iterator[Notify]:
+    n = Notify(tmp_path / "notify.sock")
+    yield n
+    n.sock.close()
+
+
+def _serve(project: Project, notify: Notify | None = None) -> subprocess.Popen[bytes]:
+    """Start the service; its log goes to serve.log in the project (read by :func:`_log`)."""
+    env = dict(os.environ)
+    if notify is not None:
+        env["NOTIFY_SOCKET"] = str(notify.path)
+        env["WATCHDOG_USEC"] = "1000000"
+    return subprocess.Popen(
+        [sys.executable, "-m", "rapport.cli", "--config", str(project.config), "serve"],
+        stdout=subprocess.DEVNULL,
+        stderr=(project.dir / "serve.log").open("ab"),
+        env=env,
+    )
+
+
+def _log(project: Project) -> str:
+    return (project.dir / "serve.log").read_text(encoding="utf-8")
+
+
+def _until(condition: Callable[[], bool], what: str, process: subprocess.Popen[bytes]) -> None:
+    """Wait for the service to do something (not for time to pass): poll, with a deadline."""
+    deadline = time.monotonic() + 60
+    while not condition():
+        if process.poll() is not None:
+            raise AssertionError(f"serve exited {process.returncode} before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"serve never {what}")
+        time.sleep(0.1)
+
+
+def _count(project: Project, sql: str) -> int:
+    with sqlite3.connect(project.db) as connection:
+        return int(connection.execute(sql).fetchone()[0])
+
+
+def _stop(process: subprocess.Popen[bytes]) -> float:
+    """SIGTERM, then wait for the exit; the seconds it took."""
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=30)
+    return time.monotonic() - started
+
+
+def test_serve_sends_reads_reports_and_notifies_systemd(
+    project: Project, cli: Cli, smtp_server: SmtpTestServer, notify: Notify
+) -> None:
+    _setup(project, cli, smtp_server)
+    process = _serve(project, notify)
+    try:
+        _until(lambda: notify.seen("READY=1"), "said READY", process)
+        topics = "SELECT count(*) FROM outbox WHERE kind = 'topic' AND status = 'sent'"
+        _until(lambda: _count(project, topics) == len(PEOPLE), "sent the topics", process)
+        _until(lambda: _count(project, "SELECT count(*) FROM inbound") == 1, "read", process)
+        report = "SELECT count(*) FROM outbox WHERE kind = 'report' AND status = 'sent'"
+        _until(lambda: _count(project, report) == 1, "sent the report", process)
+        snapshots = "SELECT count(*) FROM health_snapshot"
+        _until(lambda: _count(project, snapshots) == len(PAIRS), "took the snapshot", process)
+        _until(lambda: notify.seen("WATCHDOG=1"), "pinged the watchdog", process)
+        assert any(m.startswith("STATUS=") and "deliver" in m for m in notify.messages)
+    finally:
+        seconds = _stop(process)
+    err = _log(project)
+    assert process.returncode == 0, err
+    assert seconds < 10
+    assert "stopped" in err
+    assert "RAPPORT_SECRET" not in err and "test-secret" not in err
+    recipients = [r for m in smtp_server.handler.accepted for r in m.recipients]
+    assert sorted(recipients) == sorted([p[0] for p in PEOPLE] + ["lead@example.org"])
+
+
+def test_sigterm_mid_batch_then_restart_sends_everything_once(
+    project: Project, cli: Cli, smtp_server: SmtpTestServer
+) -> None:
+    _setup(project, cli, smtp_server)
+    hold = smtp_server.handler.hold("kelsey@example.org", then="250 OK")
+    process = _serve(project)
+    try:
+        assert hold.arrived.wait(60), "the held message never arrived"
+        process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+    finally:
+        hold.release()
+    process.wait(timeout=30)
+    assert process.returncode == 0, _log(project)
+    assert time.monotonic() - started < 10
+    with sqlite3.connect(project.db) as connection:
+        statuses = dict(
+            connection.execute("SELECT to_address, status FROM outbox WHERE kind = 'topic'")
+        )
+    assert statuses["kelsey@example.org"] == "sent"
+    assert "sending" not in statuses.values() and "uncertain" not in statuses.values()
+    again = _serve(project)
+    try:
+        topics = "SELECT count(*) FROM outbox WHERE kind = 'topic' AND status = 'sent'"
+        _until(lambda: _count(project, topics) == len(PEOPLE), "sent the rest", again)
+    finally:
+        _stop(again)
+    assert again.returncode == 0
+    topic_recipients = [
+        r for m in smtp_server.handler.accepted for r in m.recipients if r != "lead@example.org"
+    ]
+    assert sorted(topic_recipients) == sorted(p[0] for p in PEOPLE)
+
+
+def test_a_second_instance_on_sqlite_refuses_to_start(
+    project: Project, cli: Cli, smtp_server: SmtpTestServer, notify: Notify
+) -> None:
+    _setup(project, cli, smtp_server)
+    process = _serve(project, notify)
+    try:
+        _until(lambda: notify.seen("READY=1"), "said READY", process)
+        second = cli("--config", project.config, "serve")
+        assert second.code == 1
+        assert "already running on this database" in second.err
+    finally:
+        _stop(process)
+    assert process.returncode == 0
+
+
+def test_sighup_with_a_broken_config_keeps_the_old_one(
+    project: Project, cli: Cli, smtp_server: SmtpTestServer, notify: Notify
+) -> None:
+    _setup(project, cli, smtp_server)
+    process = _serve(project, notify)
+    try:
+        _until(lambda: notify.seen("READY=1"), "said READY", process)
+        good = project.config.read_text(encoding="utf-8")
+        project.config.write_text(good + "[smtp]\nport = 1\n", encoding="utf-8")  # duplicate
+        process.send_signal(signal.SIGHUP)
+        _until(lambda: "reload:" in _log(project), "reloaded", process)
+        project.config.write_text(good, encoding="utf-8")
+        process.send_signal(signal.SIGHUP)
+        _until(lambda: "reload: " in _log(project).split("keeping")[-1], "reloaded", process)
+    finally:
+        _stop(process)
+    err = _log(project)
+    assert process.returncode == 0, err
+    assert "reload: keeping the running configuration" in err
+    assert "config.toml loaded" in err
+
+
+def test_serve_once_runs_every_job_at_now(
+    project: Project, cli: Cli, smtp_server: SmtpTestServer
+) -> None:
+    _setup(project, cli, smtp_server)
+    now = datetime.now(UTC).isoformat()
+    result = cli("--config", project.config, "serve", "--once", "--now", now)
+    assert result.code == 0, result.err
+    assert _count(project, "SELECT count(*) FROM outbox WHERE status = 'sent'") == len(PEOPLE) + 1
+    refused = cli("--config", project.config, "serve", "--now", now)
+    assert refused.code == 2 and "--now is only for --once" in refused.err
