@@ -86,22 +86,22 @@ def judge_all(
     settings: Settings,
     now: datetime,
     round_name: str | None = None,
+    only: Sequence[int] | None = None,
 ) -> list[Judged]:
-    """Every partnership of the active rounds (or of ``round_name``), judged at ``now``."""
+    """Every partnership of the active rounds (or of ``round_name``), judged at ``now``;
+    ``only`` narrows it to those partnership ids, whatever their round's status."""
     rounds_q = select(ROUNDS)
-    rounds_q = (
-        rounds_q.where(ROUNDS.c.name == round_name)
-        if round_name
-        else rounds_q.where(ROUNDS.c.status == "active")
-    )
+    if round_name:
+        rounds_q = rounds_q.where(ROUNDS.c.name == round_name)
+    elif only is None:
+        rounds_q = rounds_q.where(ROUNDS.c.status == "active")
     rounds = {r.id: r for r in connection.execute(rounds_q)}
     if not rounds:
         return []
-    partnerships = connection.execute(
-        select(PARTNERSHIPS)
-        .where(PARTNERSHIPS.c.round_id.in_(list(rounds)))
-        .order_by(PARTNERSHIPS.c.id)
-    ).all()
+    chosen = select(PARTNERSHIPS).where(PARTNERSHIPS.c.round_id.in_(list(rounds)))
+    if only is not None:
+        chosen = chosen.where(PARTNERSHIPS.c.id.in_(list(only)))
+    partnerships = connection.execute(chosen.order_by(PARTNERSHIPS.c.id)).all()
     ids = [p.id for p in partnerships]
     suppressed = set(connection.execute(select(SUPPRESSIONS.c.email)).scalars())
     members: dict[int, list[MemberInfo]] = defaultdict(list)

@@ -37,7 +37,6 @@ from program.errors import NotFound, StateError, UsageError
 from program.models import (
     CANCELLED,
     SENDABLE,
-    HealthSnapshot,
     Membership,
     OutboxMessage,
     Participant,
@@ -225,19 +224,14 @@ class Summary:
     partnership: Partnership
     round: Round
     members: list[Participant]
-    health: HealthSnapshot | None
     notes: list[PartnershipNote]
     outbox: list[OutboxMessage]
 
 
 def describe(partnership_id: int, *, session: Session) -> Summary:
-    """One partnership's members, latest health snapshot, notes and outbox rows."""
+    """One partnership's members, notes and outbox rows (its health is judged live by the
+    caller, so a dissolution or a reply shows at once, not at the next daily snapshot)."""
     partnership, round_ = _partnership(session, partnership_id)
-    health = session.exec(
-        select(HealthSnapshot)
-        .where(HealthSnapshot.partnership_id == partnership_id)
-        .order_by(col(HealthSnapshot.day).desc())
-    ).first()
     notes = session.exec(
         select(PartnershipNote)
         .where(PartnershipNote.partnership_id == partnership_id)
@@ -249,7 +243,7 @@ def describe(partnership_id: int, *, session: Session) -> Summary:
         .order_by(col(OutboxMessage.due_at), col(OutboxMessage.id))
     ).all()
     members = _members(session, partnership_id)
-    return Summary(partnership, round_, members, health, list(notes), list(rows))
+    return Summary(partnership, round_, members, list(notes), list(rows))
 
 
 def round_data(

@@ -14,6 +14,8 @@ import sys
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from monitor import judging
+from monitor.health import Health
 from program import matching
 from program.coordination import Summary, add_note, change_status, describe, dissolve
 from program.models import Participant
@@ -74,7 +76,7 @@ def participant_status(ctx: Context) -> int:
     return 0
 
 
-def _show(summary: Summary) -> None:
+def _show(summary: Summary, health: Health | None) -> None:
     p, r = summary.partnership, summary.round
     _say(f"partnership {p.id} in {r.name}: {p.status}, matched {_when(p.created_at)} UTC")
     if p.status != "active":
@@ -84,15 +86,11 @@ def _show(summary: Summary) -> None:
     rows = [[m.name, m.email, m.country, m.timezone, m.status] for m in summary.members]
     _say(_table(rows, ["member", "email", "country", "zone", "status"]))
     _say()
-    health = summary.health
-    if health is None:
-        _say("health: not judged yet")
+    if health is None:  # pragma: no cover - a partnership always has a round
+        _say("health: not judged")
     else:
-        _say(
-            f"health on {health.day}: {health.state}, score {health.score},"
-            f" since {_when(health.since)} UTC"
-        )
-        for reason in json.loads(health.reasons or "[]"):
+        _say(f"health now: {health.state}, score {health.score}, since {_when(health.since)} UTC")
+        for reason in health.reasons:
             _say(f"  - {reason}")
     _say()
     if summary.notes:
@@ -123,7 +121,11 @@ def cmd_partnership(ctx: Context) -> int:
         else:
             dissolved = dissolve(args.id, args.reason, session=session, now=ctx.now)
     if command == "show":
-        _show(summary)
+        with ctx.engine().connect() as connection:
+            judged = judging.judge_all(
+                connection, settings=ctx.settings, now=ctx.now, only=[args.id]
+            )
+        _show(summary, judged[0].health if judged else None)
     elif command == "note":
         _say(f"note added to partnership {args.id}")
     else:

@@ -197,8 +197,8 @@ def test_dissolving_after_everyone_withdrew(project: Project, run: Cli) -> None:
 
 
 def test_show(project: Project, run: Cli) -> None:
-    """partnership show prints members, the latest health, notes and the partnership's mail."""
-    empty = run("partnership", "show", "2")
+    """partnership show prints members, its health now, notes and the partnership's mail."""
+    empty = run("partnership", "show", "2", "--now", NOW)
     assert empty.code == 0
     assert empty.out == (
         "partnership 2 in 2027-spring: active, matched 2027-03-10 09:00 UTC\n"
@@ -207,7 +207,8 @@ def test_show(project: Project, run: Cli) -> None:
         "Chiara Rossi  chiara@example.org  IT       Europe/Rome   active\n"
         "Dev Patel     dev@example.org     IN       Asia/Kolkata  active\n"
         "\n"
-        "health: not judged yet\n"
+        "health now: starting, score 0, since 2027-03-10 09:00 UTC\n"
+        "  - Started on 10 March; no contact confirmed yet\n"
         "\n"
         "notes: none\n"
         "\n"
@@ -215,17 +216,9 @@ def test_show(project: Project, run: Cli) -> None:
     )
     queue(project, "topic/2027-spring/1/1", "topic", 1, "ann@example.org", "sent")
     queue(project, "topic/2027-spring/1/2", "topic", 1, "bob@example.org", "pending")
-    with sqlite3.connect(project.db) as connection:
-        for day, state, score in (("2027-03-09", "healthy", 3), ("2027-03-10", "one_sided", 31)):
-            connection.execute(
-                "INSERT INTO health_snapshot (partnership_id, day, state, score, since, reasons,"
-                " facts, created_at) VALUES (1, ?, ?, ?, '2027-03-08 00:00:00.000000', ?, '{}',"
-                " '2027-03-10 06:00:00.000000')",
-                (day, state, score, json.dumps(["Bob Tane (NZ) wrote; no word from Ann Dupont"])),
-            )
     assert run("partnership", "note", "1", "Ann is travelling", "--now", NOW).code == 0
     assert run("participant", "pause", "ann@example.org", "--now", LATER).code == 0
-    shown = run("partnership", "show", "1")
+    shown = run("partnership", "show", "1", "--now", LATER)
     assert shown.code == 0, shown.err
     assert shown.out == (
         "partnership 1 in 2027-spring: active, matched 2027-03-10 09:00 UTC\n"
@@ -234,8 +227,9 @@ def test_show(project: Project, run: Cli) -> None:
         "Ann Dupont  ann@example.org  FR       Europe/Paris      paused\n"
         "Bob Tane    bob@example.org  NZ       Pacific/Auckland  active\n"
         "\n"
-        "health on 2027-03-10: one_sided, score 31, since 2027-03-08 00:00 UTC\n"
-        "  - Bob Tane (NZ) wrote; no word from Ann Dupont\n"
+        "health now: starting, score 0, since 2027-03-10 09:00 UTC\n"
+        "  - Started on 10 March; no contact confirmed yet\n"
+        "  - Ann (FR) is paused\n"
         "\n"
         "notes:\n"
         "  2027-03-10 09:00  Ann is travelling\n"
@@ -246,11 +240,12 @@ def test_show(project: Project, run: Cli) -> None:
         "2       topic  pending  2027-03-08 08:00  -                 bob@example.org\n"
     )
     assert run("partnership", "dissolve", "1", "--reason", "Ann is away", "--now", LATER).code == 0
-    lines = run("partnership", "show", "1").out.splitlines()
+    lines = run("partnership", "show", "1", "--now", LATER).out.splitlines()
     assert lines[:2] == [
         "partnership 1 in 2027-spring: dissolved, matched 2027-03-10 09:00 UTC",
         "dissolved 2027-03-11 10:30 UTC: Ann is away",
     ]
+    assert "health now: dissolved, score 0, since 2027-03-11 10:30 UTC" in lines
     refused(project, run, ("partnership", "show", "5"), 2, "partnership 5: no such partnership")
 
 
