@@ -21,7 +21,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m rapport.demo --dir $(DEMO_DIR)
+	$(BIN)/rapport demo --dir $(DEMO_DIR)
 
 # Debian packages the tests run for real: Dovecot (IMAP). Installed when missing (as root).
 system-deps:

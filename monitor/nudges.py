@@ -16,10 +16,12 @@ The ladder, each step from the partnership's health and ``[nudges]`` (NudgeSetti
 A step is measured from ``Health.since``, when the state's condition began.  Each message has an
 idempotency key ``nudge/<partnership>/<level>/<episode>/<recipient>``: the episode is the UTC date
 of the last confirmed contact (``start`` if there was none), so a pair that recovers and goes quiet
-again is nudged again, while one spell of silence is nudged at most once per level.  A key already
-in the outbox is never planned again.  A participant gets at most one nudge within ``min_gap``,
-whatever the partnership; coordinators are not limited, since an urgent case must reach them.
-Nobody unreachable (suppressed, bouncing, paused or withdrawn) is ever nudged.
+again is nudged again, while one spell of silence is nudged at most once per level; for the
+coordinators' step with an urgent condition it is the conditions and the date they began
+(``bouncing.2027-03-02``), so news of a bounce reaches them once, whatever the partner does.
+A key already in the outbox is never planned again.  A participant gets at most one nudge
+within ``min_gap``, whatever the partnership; coordinators are not limited, since an urgent case
+must reach them.  Nobody unreachable (suppressed, bouncing, paused or withdrawn) is ever nudged.
 
 Messages go out at a civil hour in the recipient's own zone: at ``local_time`` today if it is still
 ahead, else at once if it is not yet evening there (20:00), else at ``local_time`` tomorrow.  A
@@ -169,6 +171,10 @@ def plan(
             continue
         health = case.health
         episode = "start" if health.last_contact is None else _utc_day(health.last_contact)
+        if level == COORDINATORS and health.urgent:
+            # An urgent condition is its own episode, dated when it began: a bouncing address
+            # is reported once, not again each time the partner checks in.
+            episode = f"{'+'.join(health.urgent)}.{_utc_day(health.since)}"
         for person in recipients:
             if person.participant_id is None and person.coordinator_id is None:
                 continue  # nobody to key it to: not a person Rapport knows

@@ -174,6 +174,10 @@ def test_round_and_topic_listings(project: Project, cli: Cli) -> None:
         "2027-03-15",
         "2027-03-29",
         "2027-04-12",
+        "2027-04-26",
+        "2027-05-10",
+        "2027-05-24",
+        "2027-06-07",
     ]
     assert all("en es fr" in line for line in topics[1:])
     missing = cli("--config", project.config, "topics", "list", "--round", "nope")

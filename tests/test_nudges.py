@@ -117,6 +117,24 @@ def test_quiet_waits_for_pair_after() -> None:
     assert len(run(case(health("quiet", 2)), pair_after=days(2))) == 2
 
 
+def test_an_urgent_condition_reaches_coordinators_once_whatever_the_partner_does() -> None:
+    """A bounce is one episode, dated when it began: a new check-in from the partner (a new
+    last contact) does not tell the coordinators again; a new urgent condition does."""
+    bounced = health("at_risk", 10, urgent=("bouncing",), score=80)
+    first = run(case(bounced))
+    assert keys(first) == [
+        "nudge/7/coordinators/bouncing.2026-03-27/c1",
+        "nudge/7/coordinators/bouncing.2026-03-27/c2",
+    ]
+    past = [Past(p.key, None, p.recipient.coordinator_id, NOW) for p in first]
+    later_contact = dataclasses.replace(bounced, last_contact=NOW - days(1))
+    assert run(case(later_contact), past=past) == []
+    both = dataclasses.replace(bounced, urgent=("bouncing", "concern"))
+    assert keys(run(case(both), past=past))[0] == (
+        "nudge/7/coordinators/bouncing+concern.2026-03-27/c1"
+    )
+
+
 def test_one_sided_nudges_only_the_silent_member_after_silent_after() -> None:
     """One-sided: nothing before silent_after; then nudge_silent to the silent member alone."""
     assert run(case(health("one_sided", 2.9, silent=(2,)))) == []
@@ -286,7 +304,7 @@ def test_unreachable_people_are_never_nudged() -> None:
     assert run(case(health("one_sided", 5, silent=(2,)), members=(KELSEY, gone))) == []
     away = dataclasses.replace(ANN, reachable=False)
     got = run(case(health("at_risk", 0, urgent=("withdrew",)), coordinators=(away, PAWEL)))
-    assert keys(got) == ["nudge/7/coordinators/2026-03-05/c2"]
+    assert keys(got) == ["nudge/7/coordinators/withdrew.2026-04-06/c2"]
     assert got[0].data["members"][1]["reachable"] is True
 
 

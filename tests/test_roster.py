@@ -95,7 +95,7 @@ def test_example_data_imports_cleanly(session: Session) -> None:
         "participants: 41 created, 0 updated, 0 unchanged",
         "coordinators: 2 created, 0 updated, 0 unchanged",
         "partnerships: 20 created, 0 updated, 0 unchanged",
-        "topics: 4 created, 0 updated, 0 unchanged",
+        "topics: 8 created, 0 updated, 0 unchanged",
     ]
     everyone = {p.id: p for p in session.exec(select(Participant))}
     assert len({p.country for p in everyone.values()}) >= 20
@@ -105,7 +105,7 @@ def test_example_data_imports_cleanly(session: Session) -> None:
     assert sorted(len(g) for g in groups.values()) == [2] * 19 + [3]
     assert all(len({p.country for p in g}) == len(g) for g in groups.values())
     texts = session.exec(select(TopicText)).all()
-    assert sorted({t.language for t in texts}) == ["en", "es", "fr"] and len(texts) == 12
+    assert sorted({t.language for t in texts}) == ["en", "es", "fr"] and len(texts) == 24
 
 
 def test_example_data_reimports_unchanged(session: Session) -> None:
@@ -126,7 +126,7 @@ def test_example_data_reimports_unchanged(session: Session) -> None:
         ),
     ]
     assert [(r.created, r.updated, r.warnings) for r in again] == [(0, 0, [])] * 4
-    assert [r.unchanged for r in again] == [41, 2, 20, 4]
+    assert [r.unchanged for r in again] == [41, 2, 20, 8]
     assert all(p.updated_at == NOW for p in session.exec(select(Participant)))
 
 
