@@ -10,13 +10,18 @@ does real work: reply keys are verified, threads and senders looked up.
 - baseline: mbsync (Debian's isync) pulls the whole folder into a local Maildir, with its
   defaults (it fsyncs every message), timed by the wall clock from start to exit; a second run
   with ``FSync No`` is shown for information only;
-- rapport: one `rapport inbox poll` pass (``rapport.poll.poll``: fetch, classify, attribute and
-  record each message, one commit per message) on a fresh SQLite database in WAL mode, in its
-  own process so its peak memory is its own.
+- rapport: one `rapport inbox poll` pass (``rapport.poll.poll``: fetch every message with
+  BODY.PEEK in a thread, classify it in a worker process, attribute and record it, a batch of
+  messages and the folder's cursor per transaction) on a fresh SQLite database in WAL mode, in
+  its own process so its peak memory is its own.  The run fails unless every message is
+  recorded without a problem and classified as generated.
 
 Both read the folder after the same untimed warm-up (Dovecot's first sync and index of it), in
 the same run.  Peak memory is each program's own high-water mark (VmHWM; mbsync's sampled every
-2 ms while it runs).  Prints a table, then as its last line one JSON object:
+2 ms while it runs).  Each side's CPU time (its processes and their children) and how busy the
+machine was meanwhile (all its CPUs, Dovecot and any other load included) are shown too: on a
+shared machine a busy run can move the ratio, and these say how much.  Prints a table, then as
+its last line one JSON object:
 {"bench": "ingest", ..., "ratio": rapport rate / mbsync rate, "peak_rss_mb": Rapport's}.
 
     python bench/ingest.py            # 20,000 messages
@@ -609,6 +614,22 @@ def _peak_mb(pid: int | str) -> float:
     return 0.0
 
 
+def _busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot, all CPUs (from /proc/stat)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            ticks = [int(n) for n in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle and iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _busy_percent(busy: float, seconds: float) -> float:
+    """How busy the machine's CPUs were, in percent of all of them, over ``seconds``."""
+    return 100 * busy / (seconds * (os.cpu_count() or 1)) if seconds > 0 else 0.0
+
+
 def _mbsync_version() -> str:
     out = subprocess.run(["mbsync", "--version"], capture_output=True, text=True, check=False)
     return out.stdout.strip() or "mbsync"
@@ -632,13 +653,14 @@ def _mbsync(folder: Path, port: int, user: str, password: str, count: int, fsync
     log = open(folder / "mbsync.log", "wb")  # noqa: SIM115 - closed below, after the child
     peak = 0.0
     try:
+        busy = _busy_seconds()
         start = time.perf_counter()
         process = subprocess.Popen(
             ["mbsync", "-c", str(rc), "-a"], stdin=subprocess.DEVNULL, stdout=log, stderr=log
         )
         try:
             while True:
-                pid, status, _ = os.wait4(process.pid, os.WNOHANG)
+                pid, status, usage = os.wait4(process.pid, os.WNOHANG)
                 if pid == process.pid:
                     break
                 peak = max(peak, _peak_mb(process.pid))
@@ -648,6 +670,7 @@ def _mbsync(folder: Path, port: int, user: str, password: str, count: int, fsync
             process.wait()
             raise
         elapsed = time.perf_counter() - start
+        busy = _busy_seconds() - busy
         process.returncode = os.waitstatus_to_exitcode(status)
     finally:
         log.close()
@@ -659,7 +682,13 @@ def _mbsync(folder: Path, port: int, user: str, password: str, count: int, fsync
             f"mbsync exited {process.returncode} having copied {copied} of {count}:\n{text[-2000:]}"
         )
     shutil.rmtree(folder / "mail")  # free the space before the next side runs
-    return {"seconds": elapsed, "rate": count / elapsed, "rss": peak}
+    return {
+        "seconds": elapsed,
+        "rate": count / elapsed,
+        "rss": peak,
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "busy": _busy_percent(busy, elapsed),
+    }
 
 
 class _Profiler:
@@ -704,6 +733,7 @@ def _rapport(config: str, profile: bool, out: multiprocessing.Queue) -> None:  #
     settings = parse_config(Path(config).read_text(encoding="utf-8"), config)
     engine = make_engine(database_url(settings))
     profiler = _Profiler() if profile else None
+    busy, cpu = _busy_seconds(), _cpu_seconds()
     start = time.perf_counter()
     if profiler is not None:
         profiler.start()
@@ -711,6 +741,7 @@ def _rapport(config: str, profile: bool, out: multiprocessing.Queue) -> None:  #
     if profiler is not None:
         profiler.stop()
     elapsed = time.perf_counter() - start
+    busy, cpu = _busy_seconds() - busy, _cpu_seconds() - cpu  # the worker has ended: counted
     rss = _peak_mb("self") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     report = profiler.report() if profiler is not None else ""
     engine.dispose()
@@ -724,10 +755,20 @@ def _rapport(config: str, profile: bool, out: multiprocessing.Queue) -> None:  #
             "events": result.events,
             "errors": result.errors[:5],
             "rss": rss,
+            "cpu": cpu,
+            "busy": _busy_percent(busy, elapsed),
+            "problems": len(result.errors),
             "summary": result.summary(),
             "profile": report,
         }
     )
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its children that have ended (the classify worker)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _run_rapport(config: Path, profile: bool) -> dict:
@@ -823,8 +864,11 @@ def main() -> None:
             server.stop()
         shutil.rmtree(root, ignore_errors=True)
 
-    if rapport["recorded"] != count:
+    if rapport["recorded"] != count or rapport["problems"]:
         raise SystemExit(f"rapport recorded {rapport['recorded']} of {count}: {rapport['summary']}")
+    generated = {kind: n for kind, n in stats.items() if kind not in ("attachments", "bytes")}
+    if rapport["kinds"] != generated:
+        raise SystemExit(f"rapport classified {rapport['kinds']}, not as generated: {generated}")
     if args.profile:
         print(rapport["profile"], file=sys.stderr)
     ratio = rapport["rate"] / mbsync["rate"]
@@ -838,9 +882,16 @@ def main() -> None:
         f"{count} messages, {megabytes:.0f} MB ({stats['attachments']} with 50 KB attachments),"
         f" written in {built:.1f} s; Dovecot warmed up (untimed)"
     )
-    print(f"{'side':38} {'msg/s':>9} {'seconds':>9} {'peak MB':>9}")
+    print(f"{'side':38} {'msg/s':>9} {'seconds':>9} {'peak MB':>9} {'CPU s':>7} {'busy %':>7}")
     for name, side in rows:
-        print(f"{name:38} {side['rate']:9.0f} {side['seconds']:9.2f} {side['rss']:9.1f}")
+        print(
+            f"{name:38} {side['rate']:9.0f} {side['seconds']:9.2f} {side['rss']:9.1f}"
+            f" {side['cpu']:7.2f} {side['busy']:7.0f}"
+        )
+    print(
+        f"CPU s: the side's own processes; busy %: all {os.cpu_count()} CPUs of the machine"
+        " meanwhile (Dovecot and anything else running included)"
+    )
     expected = ", ".join(f"{n} {k}" for k, n in sorted(stats.items()) if k not in ("bytes",))
     print(f"generated: {expected}")
     print(f"rapport: {rapport['summary']}")
@@ -856,6 +907,8 @@ def main() -> None:
         "mbsync_rate": round(mbsync["rate"], 1),
         "mbsync_seconds": round(mbsync["seconds"], 3),
         "mbsync_peak_rss_mb": round(mbsync["rss"], 1),
+        "mbsync_cpu_seconds": round(mbsync["cpu"], 2),
+        "mbsync_machine_busy_pct": round(mbsync["busy"]),
     }
     if nofsync is not None:
         figures["mbsync_nofsync_rate"] = round(nofsync["rate"], 1)
@@ -863,6 +916,8 @@ def main() -> None:
         {
             "rapport_rate": round(rapport["rate"], 1),
             "rapport_seconds": round(rapport["seconds"], 3),
+            "rapport_cpu_seconds": round(rapport["cpu"], 2),
+            "rapport_machine_busy_pct": round(rapport["busy"]),
             "ratio": round(ratio, 3),
             "peak_rss_mb": round(rapport["rss"], 1),
         }

@@ -26,7 +26,8 @@ attachment is stepped over, not parsed line by line; see ``parse_text_parts``). 
 longer than 8 KiB is cut (References keeps its end: the parent is last), at most 400 headers
 and 100 References are kept, a body with more than 100 multipart or message containers is not
 parsed at all and only the first 2,000 MIME boundaries are (those limits but References' are in
-mailer/mimetext.py), so no input costs more than a large ordinary message.
+mailer/mimetext.py and mailer/mimeparts.py), so no input costs more than a large ordinary
+message.
 Nothing raises: a message that defeats the parser is classified from whatever could be read,
 and what was wrong is listed in ``defects``.
 """
@@ -50,6 +51,7 @@ from mailer.autoreply import (
     read_bounce,
 )
 from mailer.checkin import asks_unsubscribe, checkin_answer, own_text
+from mailer.mimeparts import parse_message, parse_text_parts
 from mailer.mimetext import (
     Headers,
     body_text,
@@ -59,8 +61,6 @@ from mailer.mimetext import (
     header_fields,
     header_params,
     parse_head,
-    parse_message,
-    parse_text_parts,
     split_head,
 )
 from program.errors import InputError, Problem

@@ -1,19 +1,21 @@
 """The inbox job: read new mail, classify it, attribute it, record it (``rapport inbox poll``).
 
 Wires mailer/inbox.py (IMAP) or mailer/maildir.py, mailer/classify.py and monitor/signals.py.
-Each message is recorded in its own transaction together with its folder's cursor, so a poll cut
-off at any point resumes after the last message it recorded and counts nothing twice.  With
-``[imap] file_into`` set, mail that needs no person is moved there once recorded, still unread.
+Messages are recorded a batch at a time, each batch in one transaction together with its
+folder's cursor, so a poll cut off at any point resumes after the last message it recorded and
+counts nothing twice.  With ``[imap] file_into`` set, mail that needs no person is moved there
+once recorded, still unread.
+
+A first poll of a full folder is a pipeline (mailer/readahead.py): the fetch runs in a thread,
+classifying in a worker process, and this process attributes and records; the three overlap,
+and nothing is recorded before it is classified, so the pipeline changes no guarantee.
 """
 
 from __future__ import annotations
 
 import hashlib
-import queue
-import threading
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,9 +23,10 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from mailer.classify import Mailbox, classify
+from mailer.classify import Mailbox
 from mailer.inbox import ImapEndpoint, ImapSource
 from mailer.maildir import MaildirSource
+from mailer.readahead import ClassifyAhead, fetch_ahead
 from mailer.source import Cursor, Fetched, InboxError, MessageSource
 from monitor import signals
 from program.config import read_secret
@@ -135,59 +138,17 @@ def _save_cursor(connection: Any, source: str, folder: str, now: datetime, **val
     )
     if changed.rowcount == 0:
         values.setdefault("uidvalidity", 0)
+        values.setdefault("last_uid", 0)  # an empty folder's first poll: nothing read yet
         connection.execute(
             insert(INBOX_CURSORS).values(source=source, folder=folder, updated_at=now, **values)
         )
 
 
-_DONE = object()
-
-
-def _ahead(items: Iterator[Fetched], depth: int = 256) -> Iterator[Fetched]:
-    """Run ``items`` (the IMAP fetch) in a thread, ``depth`` messages ahead of the caller.
-
-    Fetching is mostly waiting on the server and classifying and recording is CPU and disk
-    work, so overlapping the two shortens a poll.  Only this thread touches the connection
-    until the iteration ends; an error in it is raised here, in order, after the messages
-    fetched before it.
-    """
-    buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def pump() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        buffer.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            buffer.put(_DONE)
-        except BaseException as exc:  # handed to the caller below
-            buffer.put(exc)
-
-    thread = threading.Thread(target=pump, name="rapport-fetch", daemon=True)
-    thread.start()
-    try:
-        while (item := buffer.get()) is not _DONE:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join()
-        close = getattr(items, "close", None)
-        if close is not None:
-            close()
-
-
 # Messages recorded per commit.  Each message is recorded together with its folder's cursor, so a
 # poll cut off anywhere resumes right after the last commit and counts nothing twice; committing
-# a batch at a time instead of each message is what lets a first poll keep up with the server.
-COMMIT_EVERY = 200
+# a batch at a time instead of each message is what lets a first poll keep up with the server,
+# and the batch is recorded with a few statements, not a few per message (Recorder.record_many).
+COMMIT_EVERY = 500
 
 
 def poll(
@@ -207,14 +168,15 @@ def poll(
     result = PollResult(dry_run=dry_run)
     file_into = settings.imap.file_into
     recorder = signals.Recorder(secret=secret, store_bodies=settings.privacy.store_bodies)
+    classifier = ClassifyAhead(mailbox, worker=not dry_run)
     try:
         for folder in src.folders:
             writer = _Writer(engine, recorder, name, now, result)
             try:
                 fetching = src.fetch_new(folder, _cursor(engine, name, folder))
-                for fetched in _ahead(fetching) if not dry_run else fetching:
+                fetched_ahead = fetch_ahead(fetching) if not dry_run else fetching
+                for fetched, inbound in classifier.classify(fetched_ahead):
                     result.read += 1
-                    inbound = classify(fetched.raw, mailbox, headers_only=not fetched.complete)
                     result.kinds[inbound.kind] += 1
                     if not dry_run:
                         writer.add(fetched, inbound)
@@ -246,6 +208,7 @@ def poll(
             finally:
                 writer.close()
     finally:
+        classifier.close()
         src.close()
     return result
 
@@ -253,8 +216,10 @@ def poll(
 class _Writer:
     """Records messages of one folder, COMMIT_EVERY to a transaction, cursor included.
 
-    If a batch fails to commit, it is rolled back and replayed a message at a time, so one
-    message the database refuses is recorded as an error and the others as usual.
+    A message waits for its batch's commit without its bytes (only what recording needs is
+    kept), so a batch of large messages costs little memory.  If a batch fails to commit, it is
+    rolled back and replayed a message at a time, so one message the database refuses is
+    recorded as an error and the others as usual.
     """
 
     def __init__(
@@ -272,12 +237,21 @@ class _Writer:
             now,
             result,
         )
-        self.pending: list[tuple[Fetched, Inbound]] = []
+        self.pending: list[tuple[Fetched, Inbound, signals.Received]] = []
         self.to_file: list[tuple[int, int]] = []
         self.connection: Connection | None = None
 
     def add(self, fetched: Fetched, inbound: Inbound) -> None:
-        self.pending.append((fetched, inbound))
+        received = signals.Received(
+            source=self.name,
+            folder=fetched.folder,
+            uidvalidity=fetched.uidvalidity,
+            uid=fetched.uid,
+            size=fetched.size,
+            received_at=fetched.internaldate,
+            message_id=_dedup_id(inbound.message_id, fetched.raw),
+        )
+        self.pending.append((replace(fetched, raw=b""), inbound, received))
         if len(self.pending) >= COMMIT_EVERY:
             self.flush()
 
@@ -290,25 +264,38 @@ class _Writer:
         connection = self.connection
         try:
             with connection.begin():
-                outcomes = [
-                    self._record(connection, fetched, inbound) for fetched, inbound in batch
-                ]
+                outcomes = self.recorder.record_many(
+                    connection,
+                    [(inbound, received, fetched.problem) for fetched, inbound, received in batch],
+                    now=self.now,
+                )
                 self._advance(connection, batch[-1][0])
         except SQLAlchemyError:
             outcomes = []
-            for fetched, inbound in batch:
+            for fetched, inbound, received in batch:
                 try:
                     with connection.begin():
-                        outcomes.append(self._record(connection, fetched, inbound))
+                        outcomes.append(
+                            self._record(connection, inbound, received, fetched.problem)
+                        )
                         self._advance(connection, fetched)
                 except SQLAlchemyError as exc:
                     problem = f"could not be recorded: {type(exc).__name__}"
                     self.result.errors.append(f"{fetched.folder} uid {fetched.uid}: {problem}")
                     with connection.begin():
-                        outcomes.append(self._record(connection, fetched, inbound, problem))
+                        outcomes.append(self._record(connection, inbound, received, problem))
                         self._advance(connection, fetched)
-        for (fetched, inbound), recorded in zip(batch, outcomes, strict=True):
+        for (fetched, inbound, _), recorded in zip(batch, outcomes, strict=True):
             self._count(fetched, inbound, recorded)
+
+    def _record(
+        self,
+        connection: Connection,
+        inbound: Inbound,
+        received: signals.Received,
+        error: str | None,
+    ) -> signals.Recorded:
+        return self.recorder.record(connection, inbound, received, now=self.now, error=error)
 
     def _advance(self, connection: Connection, fetched: Fetched) -> None:
         """Move the folder's cursor past ``fetched``, in the transaction that recorded it."""
@@ -319,22 +306,6 @@ class _Writer:
             self.now,
             uidvalidity=fetched.uidvalidity,
             last_uid=fetched.uid,
-        )
-
-    def _record(
-        self, connection: Connection, fetched: Fetched, inbound: Inbound, problem: str | None = None
-    ) -> signals.Recorded:
-        received = signals.Received(
-            source=self.name,
-            folder=fetched.folder,
-            uidvalidity=fetched.uidvalidity,
-            uid=fetched.uid,
-            size=fetched.size,
-            received_at=fetched.internaldate,
-            message_id=_dedup_id(inbound.message_id, fetched.raw),
-        )
-        return self.recorder.record(
-            connection, inbound, received, now=self.now, error=problem or fetched.problem
         )
 
     def _count(self, fetched: Fetched, inbound: Inbound, recorded: signals.Recorded) -> None:

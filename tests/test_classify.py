@@ -1,6 +1,6 @@
-"""Tests for mailer/classify.py, checkin.py, mimetext.py and autoreply.py: the fixture corpus, the
-rules one by one, robustness against arbitrary and hostile input, and the CLI-facing
-classify_file."""
+"""Tests for mailer/classify.py, checkin.py, mimetext.py, mimeparts.py and autoreply.py: the
+fixture corpus, the rules one by one, robustness against arbitrary and hostile input, and the
+CLI-facing classify_file."""
 
 from __future__ import annotations
 
@@ -23,14 +23,8 @@ from hypothesis import strategies as st
 from mailer.autoreply import subject_prefix
 from mailer.checkin import asks_unsubscribe, checkin_answer, own_text
 from mailer.classify import MAX_REFERENCES, Mailbox, classify, classify_file
-from mailer.mimetext import (
-    body_text,
-    html_to_text,
-    parse_head,
-    parse_message,
-    parse_text_parts,
-    split_head,
-)
+from mailer.mimeparts import parse_message, parse_text_parts
+from mailer.mimetext import body_text, html_to_text, parse_head, split_head
 from program.errors import InputError
 from program.inbound import KINDS, Inbound
 

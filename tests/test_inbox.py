@@ -34,18 +34,20 @@ def faulty(*, hide: str = "", broken_uid: int = 0) -> Callable[..., Any]:
 
     def connect(endpoint: inbox.ImapEndpoint, context: Any) -> Any:
         client = inbox.default_connect(endpoint, context)
-        has, fetch = client.has_capability, client.fetch
+        has, uid_command = client.has_capability, client._imap.uid
 
         def has_capability(name: str) -> bool:
             return name.upper() != hide and has(name)
 
-        def broken_fetch(messages: Any, data: Any, modifiers: Any = None) -> Any:
-            if "BODY.PEEK[]" in data and broken_uid in messages:
-                raise client.Error("FETCH failed: simulated damaged message")
-            return fetch(messages, data, modifiers)
+        def broken_uid_command(command: str, *args: str) -> Any:
+            """UID FETCH of the whole message ``broken_uid``: the server answers NO."""
+            whole = command.upper() == "FETCH" and "BODY.PEEK[]" in args[-1]
+            if whole and str(broken_uid) in args[0].split(","):
+                return "NO", [b"simulated damaged message"]
+            return uid_command(command, *args)
 
         client.has_capability = has_capability
-        client.fetch = broken_fetch
+        client._imap.uid = broken_uid_command  # the connection mailer/imapfetch.py reads
         return client
 
     return connect

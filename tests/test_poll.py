@@ -356,16 +356,15 @@ def test_a_message_the_database_refuses_does_not_stop_the_poll(
     maildir = _project(project, cli, smtp_server)
     for sender in ("ana", "kelsey", "priya"):
         _deliver(maildir, _reply(f"{sender}@example.org", "coordinators@example.org", "1"))
-    record = signals.Recorder.record
+    record_many = signals.Recorder.record_many
 
-    def refuse_kelsey(
-        self: signals.Recorder, connection: Any, inbound: Any, received: Any, **kw: Any
-    ) -> Any:
-        if inbound.sender == "kelsey@example.org" and kw.get("error") is None:
+    def refuse_kelsey(self: signals.Recorder, connection: Any, batch: Any, **kw: Any) -> Any:
+        """Any batch holding Kelsey's message fails, unless it is recorded as an error."""
+        if any(inbound.sender == "kelsey@example.org" and not error for inbound, _, error in batch):
             raise OperationalError("INSERT", {}, Exception("disk I/O error"))
-        return record(self, connection, inbound, received, **kw)
+        return record_many(self, connection, batch, **kw)
 
-    monkeypatch.setattr(signals.Recorder, "record", refuse_kelsey)
+    monkeypatch.setattr(signals.Recorder, "record_many", refuse_kelsey)
     result = cli("--config", project.config, "inbox", "poll", "--now", "2027-03-02T12:00:00Z")
     assert result.code == 1
     assert "could not be recorded: OperationalError" in result.out
@@ -378,3 +377,134 @@ def test_a_message_the_database_refuses_does_not_stop_the_poll(
     }
     again = cli("--config", project.config, "inbox", "poll", "--now", "2027-03-02T12:05:00Z")
     assert again.out.strip() == "read 0; recorded 0, 0 activity events"
+
+
+def _tables(db: Path) -> dict[str, list[tuple[Any, ...]]]:
+    with sqlite3.connect(db) as connection:
+        return {
+            table: connection.execute(f"SELECT * FROM {table} ORDER BY id").fetchall()
+            for table in ("inbound", "activity", "suppression", "participant", "inbox_cursor")
+        }
+
+
+def test_a_batch_is_recorded_exactly_as_one_message_at_a_time(
+    project: Project, cli: Cli, smtp_server: SmtpTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recording many messages per transaction (with lookups and inserts per batch) leaves the
+    same rows as recording each on its own: duplicates within a batch, repeated bounces of one
+    address, unsubscribes, thread and sender attribution, messages without a Message-ID."""
+    from rapport import poll
+
+    maildir = _project(project, cli, smtp_server)
+    ana_key, _ = _key(project, "ana@example.org")
+    lukasz_key, _ = _key(project, "lukasz@example.org")
+    _, kelsey_topic = _key(project, "kelsey@example.org")
+    twice = _reply("ana@example.org", f"coordinators+{ana_key}@example.org", "1").as_bytes()
+    away = _reply("wang@example.org", "coordinators@example.org", "Away until Monday.")
+    away["Auto-Submitted"] = "auto-replied"
+    no_id = _reply("stranger@example.com", "coordinators@example.org", "Hello?")
+    del no_id["Message-ID"]
+    mail: list[EmailMessage | bytes] = [
+        twice,
+        _reply("kelsey@example.org", "coordinators@example.org", "2", in_reply_to=kelsey_topic),
+        _reply("amara@example.org", "kelsey@example.org", "Hi!", cc="coordinators+log@example.org"),
+        twice,  # the same message again: seen before, within the batch
+        _dsn("priya@example.org", 1),
+        _dsn("priya@example.org", 2),  # the address is suppressed once, bounces twice
+        _reply("lukasz@example.org", f"coordinators+unsubscribe-{lukasz_key}@example.org", "x"),
+        away,
+        no_id,
+        _reply("wang@example.org", f"coordinators+{ana_key}@example.org", "1"),  # not ana's key
+    ]
+    for message in mail:
+        _deliver(maildir, message)
+    snapshot = project.dir / "before.db"
+    with sqlite3.connect(project.db) as source, sqlite3.connect(snapshot) as copy:
+        source.backup(copy)
+
+    outputs, tables = [], []
+    for per_commit in (1, 1000):
+        monkeypatch.setattr(poll, "COMMIT_EVERY", per_commit)
+        with sqlite3.connect(snapshot) as source, sqlite3.connect(project.db) as target:
+            source.backup(target)
+        result = cli("--config", project.config, "inbox", "poll", "--now", "2027-03-02T12:00:00Z")
+        outputs.append(result.out)
+        tables.append(_tables(project.db))
+    assert outputs[0] == outputs[1]
+    assert "recorded 9" in outputs[0] and "1 seen before" in outputs[0]
+    assert tables[0] == tables[1]
+    assert len(tables[0]["inbound"]) == 9 and len(tables[0]["suppression"]) == 2
+
+
+def _dsn(address: str, n: int) -> bytes:
+    return (
+        b"From: MAILER-DAEMON@mx.example.net\r\nTo: coordinators@example.org\r\n"
+        b"Subject: Undelivered Mail Returned to Sender\r\n"
+        + f"Message-ID: <dsn-{n}@mx.example.net>\r\n".encode()
+        + b"Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        b"--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        b"Reporting-MTA: dns; mx.example.net\r\n\r\n"
+        + f"Final-Recipient: rfc822; {address}\r\n".encode()
+        + b"Action: failed\r\nStatus: 5.1.1\r\n\r\n--B--\r\n"
+    )
+
+
+_KILL_AFTER_TWO_COMMITS = """
+import os, signal, sys
+from rapport import poll
+from rapport.cli import main
+
+flush, commits = poll._Writer.flush, []
+
+def flush_then_die(self):
+    had = bool(self.pending)
+    flush(self)
+    if had:
+        commits.append(1)
+        if len(commits) == 2:  # two batches committed: the process dies as in a power cut
+            os.kill(os.getpid(), signal.SIGKILL)
+
+poll._Writer.flush = flush_then_die
+poll.COMMIT_EVERY = 2
+sys.exit(main(["--config", sys.argv[1], "inbox", "poll", "--now", "2027-03-02T12:00:00Z"]))
+"""
+
+
+def test_a_poll_killed_mid_way_resumes_after_its_last_commit(
+    project: Project, cli: Cli, smtp_server: SmtpTestServer
+) -> None:
+    """SIGKILL after two commits of two messages: those four stay recorded with the cursor
+    after them, and the next poll records the other three, each message once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    maildir = _project(project, cli, smtp_server)
+    senders = ("ana", "kelsey", "priya", "wang", "lukasz", "ana", "kelsey")
+    for n, sender in enumerate(senders):
+        _deliver(maildir, _reply(f"{sender}@example.org", "coordinators@example.org", f"1 ({n})"))
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILL_AFTER_TWO_COMMITS, str(project.config)],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        check=False,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+    with sqlite3.connect(project.db) as connection:
+        uids = [uid for (uid,) in connection.execute("SELECT uid FROM inbound ORDER BY uid")]
+        (last,) = connection.execute("SELECT last_uid FROM inbox_cursor").fetchone()
+    assert len(uids) == 4 and last == uids[-1]
+    result = cli("--config", project.config, "inbox", "poll", "--now", "2027-03-02T12:05:00Z")
+    assert result.out.strip() == "read 3 (3 human); recorded 3, 6 activity events"
+    with sqlite3.connect(project.db) as connection:
+        assert connection.execute(
+            "SELECT count(*), count(DISTINCT uid), count(DISTINCT message_id) FROM inbound"
+        ).fetchone() == (7, 7, 7)
+    events = [(email, kind) for email, kind, _ in _activity(project)]
+    assert len(events) == 14
+    assert events.count(("ana@example.org", "checkin")) == 2
