@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlmodel import Session
 
+from monitor.concern import Phrases, find_concern
 from program import replykey
 from program.inbound import BOUNCE, HUMAN, Inbound
 from program.models import (
@@ -172,9 +173,12 @@ class Recorder:
     """Records messages for one poll, caching what cannot change meanwhile (who an address is,
     who is in a partnership, which outbox row a verified reply key names)."""
 
-    def __init__(self, *, secret: bytes, store_bodies: bool = False) -> None:
+    def __init__(
+        self, *, secret: bytes, store_bodies: bool = False, concern_phrases: Sequence[str] = ()
+    ) -> None:
         self.secret = secret
         self.store_bodies = store_bodies
+        self.concerns = Phrases.of(concern_phrases)
         self._people: dict[str, int | None] = {}
         self._current: dict[int, int | None] = {}
         self._members: dict[int, dict[str, int]] = {}
@@ -258,12 +262,14 @@ class Recorder:
             participant: int,
             partnership: int | None,
             value: int | None = None,
+            detail: str = "",
         ) -> None:
             values = {
                 "partnership_id": partnership,
                 "participant_id": participant,
                 "kind": kind,
                 "value": value,
+                "detail": detail,
                 "occurred_at": occurred,
                 "created_at": now,
             }
@@ -345,6 +351,13 @@ class Recorder:
                     event(result, occurred, "checkin", *who, inbound.checkin)
                 if partner_contact:
                     event(result, occurred, "partner_contact", *who)
+                elif not inbound.unsubscribe:
+                    # Written to the coordinators, not copied to a partner: a concern phrase
+                    # in the person's own words puts the partnership at risk today.  Only the
+                    # phrase is kept, never the text.
+                    phrase = find_concern(inbound.text, self.concerns)
+                    if phrase is not None:
+                        event(result, occurred, "concern", *who, None, phrase[:200])
             if inbound.unsubscribe and key is not None and result.matched_by == "reply_key":
                 email = connection.execute(_EMAIL_OF, {"b_id": key.participant_id}).scalar()
                 if email and _suppress(

@@ -278,6 +278,11 @@ def cmd_inbox(ctx: Context) -> int:
         dry_run=args.dry_run,
     )
     print(result.summary())
+    if result.concerns and not args.dry_run:
+        alerts = watch.plan_concern_alerts(
+            ctx.engine(), settings=ctx.settings, secret=reply_secret(), now=ctx.now
+        )
+        print(f"planned {alerts} concern alerts to coordinators; `rapport send` delivers them now")
     return 1 if result.errors else 0
 
 

@@ -100,6 +100,7 @@ class PollResult:
     duplicates: int = 0
     filed: int = 0
     events: int = 0
+    concerns: int = 0
     kinds: Counter[str] = field(default_factory=Counter)
     suppressed: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -116,6 +117,8 @@ class PollResult:
                 text += f", {n} {label}"
         if self.suppressed:
             text += f", suppressed {len(self.suppressed)}"
+        if self.concerns:
+            text += f", {self.concerns} concern{'s' if self.concerns > 1 else ''} raised"
         if self.errors:
             text += f"; {len(self.errors)} problems: " + "; ".join(self.errors[:3])
         return text
@@ -167,7 +170,11 @@ def poll(
     mailbox = mailbox_for(settings)
     result = PollResult(dry_run=dry_run)
     file_into = settings.imap.file_into
-    recorder = signals.Recorder(secret=secret, store_bodies=settings.privacy.store_bodies)
+    recorder = signals.Recorder(
+        secret=secret,
+        store_bodies=settings.privacy.store_bodies,
+        concern_phrases=settings.health.concern_phrases,
+    )
     classifier = ClassifyAhead(mailbox, worker=not dry_run)
     try:
         for folder in src.folders:
@@ -315,10 +322,15 @@ class _Writer:
             return
         result.recorded += 1
         result.events += len(recorded.events)
+        result.concerns += recorded.events.count("concern")
         result.suppressed += recorded.suppressed
         if fetched.problem:
             result.errors.append(f"{fetched.folder} uid {fetched.uid}: {fetched.problem}")
-        elif recorded.inbound_id is not None and not needs_a_person(inbound):
+        elif (
+            recorded.inbound_id is not None
+            and not needs_a_person(inbound)
+            and "concern" not in recorded.events
+        ):
             self.to_file.append((fetched.uid, recorded.inbound_id))
 
     def close(self) -> None:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
+
 import pytest
 
 from monitor.concern import BUILT_IN, Phrases, find_concern
+from tests.conftest import Project
+from tests.smtp_server import SmtpTestServer
+from tests.test_poll import Cli, _deliver, _project, _reply
 
 BUILT = Phrases.of()
 
@@ -53,3 +59,51 @@ def test_extra_phrases_from_the_config_are_added() -> None:
 def test_the_longest_phrase_wins() -> None:
     phrases = Phrases.of(("mal",))
     assert find_concern("je suis mal à l'aise", phrases) == "mal à l'aise"
+
+
+def test_a_concern_in_the_inbox_is_recorded_and_alerted_the_same_day(
+    project: Project, cli: Cli, smtp_server: SmtpTestServer
+) -> None:
+    """A participant's message to the coordinators with a concern phrase: a "concern" event
+    holding the phrase (not the text), the partnership at risk with the reason, and an alert
+    planned for the coordinators at once; the message stays in the inbox for a person."""
+    maildir = _project(project, cli, smtp_server)
+    coordinators = project.dir / "coordinators.csv"
+    coordinators.write_text(
+        "email,name,role,countries,timezone\nlead@example.org,Lena Lead,program,,UTC\n",
+        encoding="utf-8",
+    )
+    assert cli("--config", project.config, "import", "coordinators", coordinators).code == 0
+    message = _reply(
+        "Kelsey Brown <kelsey@example.org>",
+        "coordinators@example.org",
+        "Hello,\n\nI feel uncomfortable with some of the messages I get.\n\nKelsey\n",
+    )
+    _deliver(maildir, message)
+    result = cli("--config", project.config, "inbox", "poll", "--now", "2027-03-02T12:00:00Z")
+    assert result.code == 0, result.err
+    assert "1 concern raised" in result.out
+    assert "planned 1 concern alerts" in result.out
+    with sqlite3.connect(project.db) as connection:
+        [(kind, detail)] = connection.execute(
+            "SELECT kind, detail FROM activity WHERE kind = 'concern'"
+        ).fetchall()
+        assert (kind, detail) == ("concern", "uncomfortable")
+        [(to, status, key)] = connection.execute(
+            "SELECT to_address, status, key FROM outbox WHERE kind = 'alert'"
+        ).fetchall()
+        assert connection.execute(
+            "SELECT count(*) FROM inbound WHERE body IS NOT NULL"
+        ).fetchone() == (0,)
+    assert (to, status) == ("lead@example.org", "pending") and key.startswith("concern/")
+    assert list((maildir / "new").iterdir()), "a concern is left in the inbox for a person"
+    health = cli("--config", project.config, "health", "--json", "--now", "2027-03-02T13:00:00Z")
+    rows = [json.loads(line) for line in health.out.splitlines()]
+    [kelsey] = [r for r in rows if r["members"][0]["email"] == "kelsey@example.org"]
+    assert kelsey["state"] == "at_risk"
+    assert any("Concern raised by Kelsey (US)" in reason for reason in kelsey["reasons"])
+    sent = cli("--config", project.config, "send", "--now", "2027-03-02T13:00:00Z")
+    assert sent.code == 0, sent.err
+    alert = [m for m in smtp_server.handler.accepted if "lead@example.org" in m.recipients]
+    assert len(alert) == 1 and b"uncomfortable" in alert[0].data
+    assert b"some of the messages I get" not in alert[0].data
