@@ -33,16 +33,19 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from program import matching
+from program.csvinput import Invalid, check_email
 from program.errors import NotFound, StateError, UsageError
 from program.models import (
     CANCELLED,
     SENDABLE,
+    Alias,
     Membership,
     OutboxMessage,
     Participant,
     Partnership,
     PartnershipNote,
     Round,
+    Suppression,
 )
 
 TEXT_LIMIT = 1000  # characters in a note or a reason (Partnership.ended_reason's size)
@@ -278,3 +281,72 @@ def round_data(
     }
     groups = [matching.Group(g, statuses[g], tuple(m)) for g, m in members.items()]
     return people, groups
+
+
+@dataclass
+class AddressChange:
+    """What ``participant address`` or ``participant unsuppress`` did."""
+
+    person: Participant
+    old: str
+    lifted: bool = False  # a suppression or a bounce mark was removed
+    noted: list[int] = field(default_factory=list)
+
+
+def change_address(email: str, new: str, *, session: Session, now: datetime) -> AddressChange:
+    """Give the participant ``email`` a working address ``new`` (their mail bounced, or they
+    moved): the old one stays suppressed and becomes an alias, so their mail from it still
+    counts; the bounce mark is cleared, so they are mailed and judged normally again."""
+    try:
+        address = check_email(new.strip())
+    except Invalid as exc:
+        raise UsageError(f"participant address: {exc}") from None
+    person = _participant(session, email)
+    old = person.email
+    if address == old:
+        raise UsageError(f"{old} is already their address")
+    if session.exec(select(Participant).where(Participant.email == address)).first():
+        raise UsageError(f"{address} is another participant's address")
+    alias = session.exec(select(Alias).where(Alias.email == address)).first()
+    if alias is not None and alias.participant_id != person.id:
+        raise UsageError(f"{address} is an alias of another participant")
+    if session.exec(select(Suppression).where(Suppression.email == address)).first():
+        raise StateError(
+            f"{address} is suppressed (it bounced or unsubscribed): run"
+            f" `rapport participant unsuppress` for it first if it works now"
+        )
+    if alias is not None:
+        session.delete(alias)  # it becomes their own address
+    person_id = cast(int, person.id)
+    person.email, person.bouncing_since, person.updated_at = address, None, now
+    session.add(person)
+    session.flush()
+    session.add(Alias(email=old, participant_id=person_id, created_at=now))
+    change = AddressChange(person, old)
+    text = f"{person.name}'s address changed from {old} to {address}"
+    for partnership_id, _round in _active_partnerships(session, person_id):
+        session.add(PartnershipNote(partnership_id=partnership_id, text=text, created_at=now))
+        change.noted.append(partnership_id)
+    session.flush()
+    return change
+
+
+def unsuppress(email: str, *, session: Session, now: datetime) -> AddressChange:
+    """Mail the participant ``email`` again: remove their address's suppression (a bounce that
+    was temporary after all, an unsubscribe by mistake) and clear their bounce mark."""
+    person = _participant(session, email)
+    row = session.exec(select(Suppression).where(Suppression.email == person.email)).first()
+    change = AddressChange(person, person.email)
+    if row is None and person.bouncing_since is None:
+        return change
+    if row is not None:
+        session.delete(row)
+    change.lifted = True
+    person.bouncing_since, person.updated_at = None, now
+    session.add(person)
+    text = f"{person.name} can be mailed again at {person.email}"
+    for partnership_id, _round in _active_partnerships(session, cast(int, person.id)):
+        session.add(PartnershipNote(partnership_id=partnership_id, text=text, created_at=now))
+        change.noted.append(partnership_id)
+    session.flush()
+    return change

@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING
 from monitor import judging
 from monitor.health import Health
 from program import matching
-from program.coordination import Summary, add_note, change_status, describe, dissolve
+from program.coordination import (
+    Summary,
+    add_note,
+    change_address,
+    change_status,
+    describe,
+    dissolve,
+    unsuppress,
+)
 from program.models import Participant
 from program.proposals import Suggested, apply, suggest
 from program.store import session_scope
@@ -55,6 +63,8 @@ def _plural(count: int, word: str) -> str:
 def participant_status(ctx: Context) -> int:
     args = ctx.args
     verb = args.participant_command
+    if verb in ("address", "unsuppress"):
+        return _participant_address(ctx)
     with session_scope(ctx.engine()) as session:
         reason = getattr(args, "reason", "")
         change = change_status(args.email, verb, reason, session=session, now=ctx.now)
@@ -73,6 +83,26 @@ def participant_status(ctx: Context) -> int:
     if change.alone:
         rounds = sorted({name for _, name in change.alone})
         _say(f"to propose new partners: rapport match suggest --round {rounds[0]}")
+    return 0
+
+
+def _participant_address(ctx: Context) -> int:
+    args = ctx.args
+    with session_scope(ctx.engine()) as session:
+        if args.participant_command == "address":
+            change = change_address(args.email, args.new, session=session, now=ctx.now)
+        else:
+            change = unsuppress(args.email, session=session, now=ctx.now)
+    person = change.person
+    if args.participant_command == "address":
+        _say(f"{person.name}: now {person.email}; mail from {change.old} still counts as theirs")
+    elif not change.lifted:
+        _say(f"{person.email} was not suppressed; nothing changed")
+        return 0
+    else:
+        _say(f"{person.email} can be mailed again")
+    if change.noted:
+        _say(f"noted on partnership {', '.join(str(p) for p in change.noted)}")
     return 0
 
 

@@ -156,6 +156,18 @@ def build_parser() -> argparse.ArgumentParser:
             state.add_argument("--reason", default="", help="why, kept with the partnership")
         now_option(state)
 
+    address = participant.add_parser(
+        "address", help="give them a working address (the old one becomes an alias)"
+    )
+    address.add_argument("email", metavar="EMAIL")
+    address.add_argument("new", metavar="NEW_EMAIL")
+    now_option(address)
+    unsuppress = participant.add_parser(
+        "unsuppress", help="mail them again: lift their address's bounce or unsubscribe"
+    )
+    unsuppress.add_argument("email", metavar="EMAIL")
+    now_option(unsuppress)
+
     ps = commands.add_parser("partnership", help="one partnership").add_subparsers(
         dest="partnership_command", required=True, parser_class=_Parser
     )
