@@ -23,11 +23,15 @@ $(STAMP): $(BIN)/python pyproject.toml
 demo: $(STAMP)
 	$(BIN)/rapport demo --dir $(DEMO_DIR)
 
-# Debian packages the tests run for real: Dovecot (IMAP). Installed when missing (as root).
+# Debian packages the tests run for real: Dovecot (IMAP) and the PostgreSQL server. Installed
+# when missing (as root).
 system-deps:
 	@command -v dovecot >/dev/null 2>&1 || test -x /usr/sbin/dovecot || { \
 	  echo "installing dovecot-imapd for the IMAP tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd; }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
+	  echo "installing postgresql for the PostgreSQL tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
 test: $(STAMP) system-deps
 	$(BIN)/ruff check .

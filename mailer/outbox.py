@@ -6,6 +6,13 @@ row must still be pending or retry), which marks it ``sending`` and commits befo
 goes out; the 250 reply marks it ``sent``.  A row found ``sending`` whose process is gone becomes
 ``uncertain``: it may have been delivered, so it is reported and re-sent only by a person.
 
+Claiming one row at a time, each in its own short transaction, keeps a crash's doubt to the one
+message in flight: a batch claimed at once would leave rows claimed but never attempted, which
+recovery could not tell from rows whose DATA went out.  Several processes may drain one
+PostgreSQL outbox together: there the claim locks its row with ``FOR UPDATE SKIP LOCKED``, so a
+process never waits for a row another process is claiming this instant, it moves on to its next
+one.  (SQLite has one writer at a time, so the plain conditional UPDATE is already enough.)
+
 Statements are SQLAlchemy Core on the ``outbox`` table for speed (one commit per state change).
 Every datetime is UTC-aware.
 """
@@ -87,13 +94,16 @@ def enqueue(session: Session, rows: Sequence[Mapping[str, Any]]) -> int:
     if dialect == "sqlite":
         statement: Any = sqlite_insert(OUTBOX).on_conflict_do_nothing(index_elements=["key"])
     elif dialect == "postgresql":
-        statement = pg_insert(OUTBOX).on_conflict_do_nothing(index_elements=["key"])
+        # psycopg reports no row count for a many-row insert: count the ids it returns instead.
+        statement = (
+            pg_insert(OUTBOX).on_conflict_do_nothing(index_elements=["key"]).returning(OUTBOX.c.id)
+        )
     else:  # pragma: no cover - only SQLite and PostgreSQL are supported
         statement = insert(OUTBOX)
     inserted = 0
     for start in range(0, len(rows), 2000):
         result = session.connection().execute(statement, list(rows[start : start + 2000]))
-        inserted += max(result.rowcount, 0)
+        inserted += len(result.all()) if result.returns_rows else max(result.rowcount, 0)
     return inserted
 
 
@@ -119,31 +129,47 @@ def count_due(connection: Connection, now: datetime) -> int:
 
 
 def due_ids(connection: Connection, now: datetime, limit: int, after: int = 0) -> list[int]:
-    """Ids of rows ready to send at ``now`` (oldest due first), skipping rows up to ``after``."""
+    """Ids of rows ready to send at ``now`` (in id order), skipping rows up to ``after``.
+
+    Only a look: nothing is locked or reserved.  The claim decides who sends a row.
+    """
     query = (
         select(OUTBOX.c.id)
         .where(_ready(now), OUTBOX.c.id > after)
         .order_by(OUTBOX.c.id)
         .limit(limit)
     )
-    if connection.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
     return list(connection.execute(query).scalars())
 
 
 # Built once: these run once or twice per message, and a prepared statement skips SQLAlchemy's
 # per-call construction and compile-cache lookup work.
+_CLAIMED = {
+    "status": SENDING,
+    "claimed_by": bindparam("b_owner"),
+    "sending_at": bindparam("b_now"),
+    "attempts": OUTBOX.c.attempts + 1,
+    "updated_at": bindparam("b_now"),
+}
 _CLAIM = (
     update(OUTBOX)
     .where(OUTBOX.c.id == bindparam("b_id"), OUTBOX.c.status.in_(SENDABLE))
-    .values(
-        status=SENDING,
-        claimed_by=bindparam("b_owner"),
-        sending_at=bindparam("b_now"),
-        attempts=OUTBOX.c.attempts + 1,
-        updated_at=bindparam("b_now"),
-    )
+    .values(_CLAIMED)
 )
+# PostgreSQL: the row is taken only if no other transaction holds it (that one is claiming it,
+# so this process skips it instead of waiting), and its status is checked again once locked.
+_CLAIM_SKIP_LOCKED = (
+    update(OUTBOX)
+    .where(
+        OUTBOX.c.id
+        == select(OUTBOX.c.id)
+        .where(OUTBOX.c.id == bindparam("b_id"), OUTBOX.c.status.in_(SENDABLE))
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    .values(_CLAIMED)
+)
+_CLAIMS = {"postgresql": _CLAIM_SKIP_LOCKED}
 _SENT = (
     update(OUTBOX)
     .where(OUTBOX.c.id == bindparam("b_id"))
@@ -152,8 +178,12 @@ _SENT = (
 
 
 def claim(connection: Connection, row_id: int, owner: str, now: datetime) -> bool:
-    """Mark one sendable row ``sending`` for ``owner``; False if someone else got it first."""
-    result = connection.execute(_CLAIM, {"b_id": row_id, "b_owner": owner, "b_now": now})
+    """Mark one sendable row ``sending`` for ``owner``; False if someone else got it first.
+
+    The caller commits before sending: the claim is the promise that no one else will.
+    """
+    statement = _CLAIMS.get(connection.dialect.name, _CLAIM)
+    result = connection.execute(statement, {"b_id": row_id, "b_owner": owner, "b_now": now})
     return result.rowcount == 1
 
 

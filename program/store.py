@@ -2,9 +2,10 @@
 
 SQLite runs in WAL mode with foreign keys on, ``synchronous=NORMAL`` (durable across a process
 crash, which is what the outbox needs; a power cut may lose the last commits, never corrupt) and
-a busy timeout so a second reader waits instead of failing.  The schema is owned by Alembic:
-``upgrade`` brings a database to the latest revision, and commands refuse to run on one that is
-behind.
+a busy timeout so a second reader waits instead of failing.  PostgreSQL takes its password from
+``$RAPPORT_DATABASE_PASSWORD`` when the URL has none, and its sessions run in UTC.  The schema is
+owned by Alembic: ``upgrade`` brings a database to the latest revision, and commands refuse to run
+on one that is behind.
 """
 
 from __future__ import annotations
@@ -55,11 +56,23 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", lambda conn, _rec: setattr(conn, "isolation_level", None))
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
+    if parsed.drivername == "postgresql":  # SQLAlchemy's default driver is not installed
+        parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() == "postgresql" and parsed.password is None:
         password = os.environ.get("RAPPORT_DATABASE_PASSWORD")
         if password:
             parsed = parsed.set(password=password)
-    return create_engine(parsed, pool_pre_ping=True)
+    engine = create_engine(parsed, pool_pre_ping=True)
+    event.listen(engine, "connect", _postgresql_utc)
+    return engine
+
+
+def _postgresql_utc(dbapi_connection: Any, _record: Any) -> None:
+    """Sessions in UTC, so timestamps come back in UTC whatever the server's TimeZone or the
+    client's $PGTZ say (a SET after connecting overrides both)."""
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET TIME ZONE 'UTC'")
+    dbapi_connection.commit()
 
 
 @contextmanager

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from rapport import commands
 from tests.conftest import Project, Result
 
 Cli = Callable[..., Result]
+pytestmark = pytest.mark.databases("sqlite", "postgresql")
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -34,11 +34,17 @@ def test_init_writes_config_and_database(tmp_path: Path, cli: Cli) -> None:
     assert again.code == 2 and "already exists (use --force" in again.err
 
 
-def test_db_upgrade_is_idempotent_and_sets_pragmas(project: Project, cli: Cli) -> None:
-    """db upgrade twice is a no-op the second time; the database runs in WAL with foreign keys."""
+def test_db_upgrade_is_idempotent(project: Project, cli: Cli) -> None:
+    """db upgrade on a database at head is a no-op that says so."""
     result = cli("--config", project.config, "db", "upgrade")
+    assert result.code == 0, result.err
     assert result.out.strip() == f"database already at migration {head_revision()}"
-    engine = make_engine(f"sqlite:///{project.db}")
+
+
+@pytest.mark.databases("sqlite")  # SQLite's own settings
+def test_sqlite_runs_in_wal_with_foreign_keys(project: Project) -> None:
+    """A SQLite database runs in WAL mode with foreign keys enforced."""
+    engine = make_engine(project.url)
     with engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
@@ -46,8 +52,7 @@ def test_db_upgrade_is_idempotent_and_sets_pragmas(project: Project, cli: Cli) -
 
 def test_migrations_match_the_models(project: Project) -> None:
     """The schema the migrations build is the schema the models declare."""
-    engine = make_engine(f"sqlite:///{project.db}")
-    with engine.connect() as connection:
+    with project.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, SQLModel.metadata) == []
 
@@ -239,8 +244,7 @@ def test_example_data_dry_run(project: Project, cli: Cli) -> None:
         "--round",
         "2027-spring",
     )
-    with sqlite3.connect(project.db) as connection:
-        members = connection.execute("SELECT count(*) FROM membership").fetchone()[0]
+    members = project.scalar("SELECT count(*) FROM membership")
     result = cli("--config", project.config, "send", "--dry-run", "--now", "2027-03-02T00:00:00Z")
     assert result.out.startswith(f"dry run: would plan {members} topic emails")
 

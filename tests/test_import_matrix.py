@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import Project, Result
 
 Cli = Callable[..., Result]
+pytestmark = pytest.mark.databases("sqlite", "postgresql")
 Files = dict[str, Any]  # file name -> str or bytes; for a round, "args" -> the command's words
 
 PEOPLE = (

@@ -21,7 +21,7 @@ from program.models import (
     Topic,
     TopicText,
 )
-from program.store import make_engine, upgrade
+from tests.conftest import Project
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NOW = datetime(2027, 2, 1, 9, 0, tzinfo=UTC)
@@ -36,14 +36,14 @@ PEOPLE = (
 )
 
 
+pytestmark = pytest.mark.databases("sqlite", "postgresql")
+
+
 @pytest.fixture
-def session(tmp_path: Path) -> Iterator[Session]:
-    """A session on a freshly migrated SQLite database."""
-    engine = make_engine(f"sqlite:///{tmp_path / 'rapport.db'}")
-    upgrade(engine)
-    with Session(engine, expire_on_commit=False) as s:
+def session(project: Project) -> Iterator[Session]:
+    """A session on the project's freshly migrated database (each backend in turn)."""
+    with Session(project.engine, expire_on_commit=False) as s:
         yield s
-    engine.dispose()
 
 
 def write(tmp_path: Path, name: str, text: str | bytes) -> Path:

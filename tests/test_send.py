@@ -6,13 +6,13 @@ from __future__ import annotations
 import email
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email import policy
 from pathlib import Path
+from typing import Any
 
 import pytest
 from freezegun import freeze_time
@@ -39,6 +39,7 @@ TOPIC_FR = '+++\ntitle = "Présentations"\n+++\nParlez de votre bibliothèque.\n
 TOPIC2_EN = '+++\ntitle = "A day at work"\norder = 2\n+++\nDescribe a typical day.\n'
 
 Cli = Callable[..., Result]
+pytestmark = pytest.mark.databases("sqlite", "postgresql")
 
 
 def _setup(
@@ -69,10 +70,8 @@ def _setup(
         assert result.code == 0, result.err
 
 
-def _rows(project: Project, where: str = "1=1") -> list[sqlite3.Row]:
-    with sqlite3.connect(project.db) as connection:
-        connection.row_factory = sqlite3.Row
-        return list(connection.execute(f"SELECT * FROM outbox WHERE {where} ORDER BY id"))
+def _rows(project: Project, where: str = "1=1") -> list[dict[str, Any]]:
+    return project.rows(f"SELECT * FROM outbox WHERE {where} ORDER BY id")
 
 
 def _recipients(server: SmtpTestServer) -> list[str]:
@@ -508,8 +507,7 @@ def test_a_server_refusing_us_stops_the_pass_and_suppresses_nobody(
     assert result.code == 1
     assert "stopped: the SMTP server refuses our mail" in result.out
     assert {row["status"] for row in _rows(project)} == {"pending"}
-    with sqlite3.connect(project.db) as connection:
-        assert connection.execute("SELECT count(*) FROM suppression").fetchone()[0] == 0
+    assert project.scalar("SELECT count(*) FROM suppression") == 0
 
 
 def test_many_refusals_in_a_row_trip_the_breaker(

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +21,8 @@ from rapport.watch import iso_week, report_due
 from tests.conftest import Project
 from tests.smtp_server import SmtpTestServer
 from tests.test_poll import Cli, _deliver, _key, _project, _reply
+
+pytestmark = pytest.mark.databases("sqlite", "postgresql")
 
 COORDINATORS = (
     "email,name,role,countries,timezone\n"
@@ -50,10 +52,8 @@ def _health(project: Project, cli: Cli, now: str, *extra: str) -> list[dict[str,
     return [json.loads(line) for line in result.out.splitlines()]
 
 
-def _query(project: Project, sql: str) -> list[sqlite3.Row]:
-    with sqlite3.connect(project.db) as connection:
-        connection.row_factory = sqlite3.Row
-        return list(connection.execute(sql))
+def _query(project: Project, sql: str) -> list[dict[str, Any]]:
+    return project.rows(sql)
 
 
 def test_health_json_follows_the_contract(
