@@ -13,7 +13,8 @@ between two ``+++`` lines::
 
 A translation has its own ``title``; it may leave out ``order`` and ``send_on``, and must agree
 with its base file where it gives them.  Topics are matched by round and order, so re-importing
-a folder updates titles and bodies in place.  As with the CSV imports, every problem in the folder
+a folder updates titles and bodies in place.  A body holds at most ``MAX_BODY`` characters: every
+participant gets it as an email.  As with the CSV imports, every problem in the folder
 is reported at once and nothing is written unless there are none.
 """
 
@@ -38,6 +39,9 @@ __all__ = ["import_topics"]
 FENCE = "+++"
 KEYS = ("title", "order", "send_on")
 MAX_ORDER = 500  # far more topics than any round has; keeps every send date computable
+# Characters of Markdown in one topic: some fifty pages.  A topic goes to every participant as
+# an email, so a body far past this is a mistake (a pasted file), not a discussion topic.
+MAX_BODY = 100_000
 _LANGUAGE_SHAPE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*")
 _TOML_WHERE = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 _KEY_LINE = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
@@ -250,6 +254,13 @@ def _parse_file(path: Path, folder: _Folder, default: str) -> _File | None:
         folder.error(path, line, None, "contains a NUL character")
     elif not parsed.body:
         folder.error(path, end + 1, None, "the topic has no text after the front matter")
+    elif len(parsed.body) > MAX_BODY:
+        message = (
+            f"the text is longer than {MAX_BODY:,} characters ({len(parsed.body):,});"
+            " a topic is sent as an email to every participant"
+        )
+        first = end + 2 + (len(lines) - end - 1 - len(body_lines))  # the text's first line
+        folder.error(path, first, None, message)
     return parsed
 
 
