@@ -351,6 +351,26 @@ class PrivacySettings:
         " size, how it was matched) is stored.",
         kind="bool",
     )
+    retain_days: int = setting(
+        365,
+        "Inbound mail's metadata (and any stored text) older than this many days is deleted by the"
+        " daily job; the activity it showed is kept, without a link to the message. 0: keep it.",
+        kind="int",
+        minimum=0,
+    )
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """[report]: the weekly report to coordinators."""
+
+    max_listed: int = setting(
+        100,
+        "At most this many at-risk and one-sided partnerships get a card in the weekly report,"
+        " highest risk first; the rest are counted, with the command that lists them all.",
+        kind="int",
+        minimum=10,
+    )
 
 
 @dataclass(frozen=True)
@@ -368,6 +388,7 @@ class Settings:
     privacy: PrivacySettings
     health: HealthSettings = field(default_factory=HealthSettings)
     nudges: NudgeSettings = field(default_factory=NudgeSettings)
+    report: ReportSettings = field(default_factory=ReportSettings)
     source: str = "<defaults>"
     """The file the settings came from (for messages) and its folder (for relative paths)."""
 
@@ -384,4 +405,5 @@ SECTIONS: dict[str, type] = {
     "privacy": PrivacySettings,
     "health": HealthSettings,
     "nudges": NudgeSettings,
+    "report": ReportSettings,
 }

@@ -26,7 +26,9 @@ from program.coordination import (
     dissolve,
     unsuppress,
 )
+from program.errors import UsageError
 from program.models import Participant
+from program.privacy import forget, purge
 from program.proposals import Suggested, apply, suggest
 from program.store import session_scope
 
@@ -65,6 +67,8 @@ def participant_status(ctx: Context) -> int:
     verb = args.participant_command
     if verb in ("address", "unsuppress"):
         return _participant_address(ctx)
+    if verb == "forget":
+        return _forget(ctx)
     with session_scope(ctx.engine()) as session:
         reason = getattr(args, "reason", "")
         change = change_status(args.email, verb, reason, session=session, now=ctx.now)
@@ -83,6 +87,39 @@ def participant_status(ctx: Context) -> int:
     if change.alone:
         rounds = sorted({name for _, name in change.alone})
         _say(f"to propose new partners: rapport match suggest --round {rounds[0]}")
+    return 0
+
+
+def _forget(ctx: Context) -> int:
+    args = ctx.args
+    if not args.yes:
+        raise UsageError(
+            f"participant forget {args.email}: this erases their name, address, the mail they"
+            " sent and every mention of them, and cannot be undone; add --yes to go ahead"
+        )
+    with session_scope(ctx.engine()) as session:
+        done = forget(args.email, session=session, now=ctx.now)
+    _say(f"{args.email.strip().lower()} is forgotten: now participant #{done.participant_id}")
+    _say(
+        f"erased {_plural(done.inbound, 'inbound message')},"
+        f" {_plural(done.payloads, 'message payload')} ({done.cancelled} waiting, cancelled),"
+        f" {done.aliases} aliases; scrubbed {_plural(done.notes, 'note')} and"
+        f" {_plural(done.snapshots, 'health snapshot')}"
+    )
+    return 0
+
+
+def cmd_purge(ctx: Context) -> int:
+    days = ctx.settings.privacy.retain_days
+    if days == 0:
+        _say("privacy.retain_days = 0: inbound metadata is kept; nothing purged")
+        return 0
+    with ctx.engine().begin() as connection:
+        done = purge(connection, retain_days=days, now=ctx.now)
+    _say(
+        f"purged {_plural(done.inbound, 'inbound message')} older than {days} days and"
+        f" {_plural(done.payloads, 'sent message payload')}"
+    )
     return 0
 
 

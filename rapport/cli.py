@@ -168,6 +168,18 @@ def build_parser() -> argparse.ArgumentParser:
     unsuppress.add_argument("email", metavar="EMAIL")
     now_option(unsuppress)
 
+    forget = participant.add_parser(
+        "forget", help="erase what identifies them, keeping only an anonymous tally"
+    )
+    forget.add_argument("email", metavar="EMAIL")
+    forget.add_argument("--yes", action="store_true", help="yes, erase it (cannot be undone)")
+    now_option(forget)
+
+    purge = commands.add_parser(
+        "purge", help="delete inbound metadata older than privacy.retain_days (the daily job does)"
+    )
+    now_option(purge)
+
     ps = commands.add_parser("partnership", help="one partnership").add_subparsers(
         dest="partnership_command", required=True, parser_class=_Parser
     )
@@ -328,6 +340,7 @@ def dispatch(ctx: Context) -> int:
 _HANDLERS = {
     "partnership": "actions",
     "match": "actions",
+    "purge": "actions",
     "serve": "service",
     "doctor": "doctor",
     "demo": "demo",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -101,6 +102,7 @@ class PollResult:
     filed: int = 0
     events: int = 0
     concerns: int = 0
+    stopped: bool = False
     kinds: Counter[str] = field(default_factory=Counter)
     suppressed: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -121,6 +123,8 @@ class PollResult:
             text += f", {self.concerns} concern{'s' if self.concerns > 1 else ''} raised"
         if self.errors:
             text += f"; {len(self.errors)} problems: " + "; ".join(self.errors[:3])
+        if self.stopped:
+            text += "; stopped early by a signal (the next poll goes on)"
         return text
 
 
@@ -162,8 +166,12 @@ def poll(
     now: datetime,
     dry_run: bool = False,
     source: MessageSource | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> PollResult:
-    """Read every configured folder once; one bad message or folder never stops the rest."""
+    """Read every configured folder once; one bad message or folder never stops the rest.
+
+    ``should_stop`` (the service's SIGTERM) is checked between messages: the poll records what
+    it has read so far, cursor included, and ends; the next poll goes on from there."""
     name = source_name(settings)
     src = source or open_source(settings)
     name = name or repr(src)
@@ -178,6 +186,8 @@ def poll(
     classifier = ClassifyAhead(mailbox, worker=not dry_run)
     try:
         for folder in src.folders:
+            if result.stopped:
+                break
             writer = _Writer(engine, recorder, name, now, result)
             try:
                 fetching = src.fetch_new(folder, _cursor(engine, name, folder))
@@ -187,6 +197,9 @@ def poll(
                     result.kinds[inbound.kind] += 1
                     if not dry_run:
                         writer.add(fetched, inbound)
+                    if should_stop is not None and should_stop():
+                        result.stopped = True
+                        break
                 writer.flush()
                 to_file = writer.to_file if file_into and folder != file_into else []
                 if to_file and not dry_run:

@@ -52,6 +52,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine, text
 
 from monitor import judging
+from program import privacy
 from program.config import database_url, load_config, reply_secret
 from program.errors import ConfigError, RapportError, StateError, UsageError
 from program.settings import Settings
@@ -139,7 +140,13 @@ class Service:
         with self._exclusive("poll") as mine:
             if not mine:
                 return "another instance is reading the inbox"
-            result = poll.poll(self.engine, settings=self.settings, secret=self.secret, now=now)
+            result = poll.poll(
+                self.engine,
+                settings=self.settings,
+                secret=self.secret,
+                now=now,
+                should_stop=self.stopping.is_set,
+            )
             alerts = watch.plan_concern_alerts(
                 self.engine, settings=self.settings, secret=self.secret, now=now
             )
@@ -158,10 +165,15 @@ class Service:
             result = watch.plan_nudges(
                 self.engine, settings=self.settings, secret=self.secret, now=now, send=False
             )
+            with self.engine.begin() as connection:
+                purged = privacy.purge(
+                    connection, retain_days=self.settings.privacy.retain_days, now=now
+                )
         if result.planned:
             self._wake("deliver")
         return (
-            f"judged {result.judged} partnerships; planned {len(result.planned)} nudges and alerts"
+            f"judged {result.judged} partnerships; planned {len(result.planned)} nudges and"
+            f" alerts; purged {purged.inbound} old inbound messages"
         )
 
     def report(self, now: datetime | None = None) -> str:
