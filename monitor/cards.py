@@ -34,21 +34,23 @@ _ACTIVE = frozenset({"message", "checkin", "partner_contact"})
 
 
 def grid(
-    partnership: Any, events: Iterable[Any], members: Sequence[dict[str, Any]], now: datetime
+    round_: Any, events: Iterable[Any], members: Sequence[dict[str, Any]], now: datetime
 ) -> list[dict[str, Any]]:
     """One cell per fortnight of the partnership's round, from the round's start up to ``now``.
+
+    ``round_`` is the round as read (its ``start``, ``end`` and ``cadence_days``).
 
     A cell is ``alert`` when a bounce, an unsubscribe or a concern came that fortnight; else
     ``contact`` when contact was confirmed (a check-in 1 or partner contact); else ``one`` when
     someone was active but contact was not confirmed (usually one member only: a message is its
     sender's own activity, never proof that the members talk); else ``none``.
     """
-    cadence = max(1, int(partnership.cadence_days or 14))
-    start = datetime.combine(partnership.start, time(0), UTC)
-    last_day = now.date() if partnership.end is None else min(now.date(), partnership.end)
-    if last_day < partnership.start:
+    cadence = max(1, int(round_.cadence_days or 14))
+    start = datetime.combine(round_.start, time(0), UTC)
+    last_day = now.date() if round_.end is None else min(now.date(), round_.end)
+    if last_day < round_.start:
         return []
-    count = (last_day - partnership.start).days // cadence + 1
+    count = (last_day - round_.start).days // cadence + 1
     alerts, contact = [False] * count, [False] * count
     active: list[set[int]] = [set() for _ in range(count)]
     member_ids = {m["id"] for m in members}
@@ -75,7 +77,7 @@ def grid(
             cell = ONE
         else:
             cell = NONE
-        begins = partnership.start + timedelta(days=slot * cadence)
+        begins = round_.start + timedelta(days=slot * cadence)
         cells.append({"fortnight": slot + 1, "start": begins.isoformat(), "cell": cell})
     return cells
 

@@ -51,7 +51,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -99,11 +99,12 @@ class Member:
     suppressed: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """One activity event (kinds as in ActivityEvent, plus ``concern``); ``occurred_at`` aware.
 
     ``value`` is a check-in's answer, 1, 2 or 3; ``detail`` a concern's note for coordinators.
+    A named tuple rather than a dataclass: the daily job builds one per activity row read, and a
+    tuple is built in half the time, with the same fields, defaults and immutability.
     """
 
     participant_id: int

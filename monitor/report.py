@@ -8,13 +8,16 @@ latest on or before that date minus seven days (none: the partnership is new to 
 Scope: a program coordinator sees every partnership of the active rounds; a country coordinator
 those with at least one member in their countries.  Only the at-risk and one-sided partnerships
 get a card (sorted by score, highest first); quiet ones are only counted, so a week with nothing to
-act on stays a one-line report (``all_clear``).  The cards carry what a coordinator needs to act
+act on stays a one-line report (``all_clear``).  A network of tens of thousands can have
+thousands at risk: only the top ``[report] max_listed`` get a card and the rest are counted (with
+the command that lists them all), so the email stays one a person can read and a mail server
+accepts; the week's movements are capped likewise.  The cards carry what a coordinator needs to act
 without opening another tool: the members and their time zones, the reasons, the nudges already
 sent, the coordinators' notes, a suggested next action and an activity grid by fortnight.
 
 This module decides who is in the report and assembles it.  Everything is read in batched
 queries: the scope is a subquery, and the per-partnership details are fetched for the listed
-partnerships by monitor/details.py in chunks of ids, never one query per partnership.  The
+partnerships only by monitor/details.py in chunks of ids, never one query per partnership.  The
 activity grid and the suggested action are pure readings of those details (monitor/cards.py).
 
 The result is JSON-safe (it becomes an outbox row's payload and then the template's ``data``);
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -44,10 +48,13 @@ from program.models import (
     ROUNDS,
     SNAPSHOTS,
 )
+from program.settings import ReportSettings
 
-__all__ = ["CELLS", "Recipient", "UnknownCoordinator", "build", "recipients"]
+__all__ = ["CELLS", "MAX_LISTED", "Recipient", "UnknownCoordinator", "build", "recipients"]
 
 _LISTED = (AT_RISK, ONE_SIDED)
+MAX_LISTED: int = ReportSettings.max_listed  # [report] max_listed when the caller gives none
+_MOVES = 50  # the most partnerships each of the week's movements names
 _TROUBLED = (AT_RISK, ONE_SIDED, QUIET)
 
 
@@ -73,8 +80,16 @@ def recipients(connection: Connection) -> list[Recipient]:
     return [_recipient(row) for row in rows]
 
 
-def build(connection: Connection, *, coordinator_id: int, now: datetime) -> dict[str, Any]:
+def build(
+    connection: Connection, *, coordinator_id: int, now: datetime, max_listed: int = MAX_LISTED
+) -> dict[str, Any]:
     """The report for one coordinator at ``now`` (aware), as a JSON-safe dict.
+
+    At most ``max_listed`` partnerships (the ``[report] max_listed`` setting) get a card, the
+    highest scores first; ``more`` counts the rest and ``more_states`` names their states, so
+    the templates can say how to list them all.  The week's movements (``newly_at_risk``,
+    ``still_at_risk``, ``recovered``) name at most 50 partnerships each, and their ``*_more``
+    keys count the rest.
 
     Raises :class:`UnknownCoordinator` when ``coordinator_id`` names nobody, ValueError for a
     naive ``now``.  See the module docstring for what "this week" and "last week" mean.
@@ -92,21 +107,17 @@ def build(connection: Connection, *, coordinator_id: int, now: datetime) -> dict
     previous_day = today - timedelta(days=7)
     scope = _scope(who)
 
+    rounds = {r.id: r for r in connection.execute(select(ROUNDS)).all()}
     partnerships = {
         p.id: p
         for p in connection.execute(
             select(
                 PARTNERSHIPS.c.id,
+                PARTNERSHIPS.c.round_id,
                 PARTNERSHIPS.c.status,
                 PARTNERSHIPS.c.ended_at,
-                ROUNDS.c.name.label("round_name"),
-                ROUNDS.c.start,
-                ROUNDS.c.end,
-                ROUNDS.c.cadence_days,
-            )
-            .join(ROUNDS, ROUNDS.c.id == PARTNERSHIPS.c.round_id)
-            .where(PARTNERSHIPS.c.id.in_(scope))
-        )
+            ).where(PARTNERSHIPS.c.id.in_(scope))
+        ).all()
     }
     current = {s.partnership_id: s for s in _latest(connection, scope, today, full=True)}
     previous = {s.partnership_id: s.state for s in _latest(connection, scope, previous_day)}
@@ -119,22 +130,31 @@ def build(connection: Connection, *, coordinator_id: int, now: datetime) -> dict
         gone = p.status != "active" and (p.ended_at is None or aware(p.ended_at) <= now)
         states[pid] = p.status if gone else snap.state
 
-    listed = sorted(
+    troubled = sorted(
         (pid for pid, state in states.items() if state in _LISTED),
         key=lambda pid: (-current[pid].score, aware(current[pid].since), pid),
     )
+    listed = troubled[:max_listed]
+    unlisted = Counter(states[pid] for pid in troubled[max_listed:])
+    newly = [pid for pid in troubled if states[pid] == AT_RISK and previous.get(pid) != AT_RISK]
+    still = [pid for pid in troubled if states[pid] == AT_RISK and previous.get(pid) == AT_RISK]
     recovered = sorted(
         pid for pid, state in states.items() if state == HEALTHY and previous.get(pid) in _TROUBLED
     )
-    shown = sorted({*listed, *recovered})
+    # The movements name up to _MOVES partnerships each: only those and the cards need details.
+    moves = _MOVES
+    shown = sorted({*listed, *newly[:moves], *still[:moves], *recovered[:moves]})
     members = details.members(connection, shown, now)
     nudges = details.nudges(connection, listed)
     notes = details.notes(connection, listed, now)
     activity = details.activity(connection, listed, now)
 
+    def weeks(pid: int) -> int:
+        return max(1, (now - aware(current[pid].since)).days // 7)
+
     cards = []
     for pid in listed:
-        snap, p = current[pid], partnerships[pid]
+        snap, round_ = current[pid], rounds[partnerships[pid].round_id]
         facts = _json(snap.facts, {})
         since = aware(snap.since)
         card_members = members[pid]
@@ -145,13 +165,13 @@ def build(connection: Connection, *, coordinator_id: int, now: datetime) -> dict
         cards.append(
             {
                 "id": pid,
-                "round": p.round_name,
+                "round": round_.name,
                 "members": card_members,
                 "state": states[pid],
                 "score": snap.score,
                 "since": since.isoformat(),
                 "days": max(0, (now - since).days),
-                "weeks": max(1, (now - since).days // 7),
+                "weeks": weeks(pid),
                 "previous_state": previous.get(pid),
                 "reasons": [str(r) for r in _json(snap.reasons, [])],
                 "nudges": nudges[pid],
@@ -159,7 +179,7 @@ def build(connection: Connection, *, coordinator_id: int, now: datetime) -> dict
                 "action": action(
                     facts, card_members, nudges[pid], last_contact, activity[pid], now
                 ),
-                "grid": grid(p, activity[pid], card_members, now),
+                "grid": grid(round_, activity[pid], card_members, now),
             }
         )
 
@@ -167,7 +187,6 @@ def build(connection: Connection, *, coordinator_id: int, now: datetime) -> dict
         people = [{"name": m["name"], "country": m["country"]} for m in members[pid]]
         return {"id": pid, "members": people, "score": current[pid].score}
 
-    by_id = {card["id"]: card for card in cards}
     now_counts = Counter(states.values())
     before_counts = Counter(previous.values())
     counts = [
@@ -199,15 +218,14 @@ def build(connection: Connection, *, coordinator_id: int, now: datetime) -> dict
         "quiet": now_counts[QUIET],
         "all_clear": not cards,
         "partnerships": cards,
-        "newly_at_risk": [
-            brief(pid) for pid in listed if states[pid] == AT_RISK and previous.get(pid) != AT_RISK
-        ],
-        "still_at_risk": [
-            {**brief(pid), "weeks": by_id[pid]["weeks"]}
-            for pid in listed
-            if states[pid] == AT_RISK and previous.get(pid) == AT_RISK
-        ],
-        "recovered": [{**brief(pid), "previous_state": previous[pid]} for pid in recovered],
+        "more": sum(unlisted.values()),
+        "more_states": [state for state in _LISTED if unlisted[state]],
+        "newly_at_risk": [brief(pid) for pid in newly[:moves]],
+        "newly_at_risk_more": max(0, len(newly) - moves),
+        "still_at_risk": [{**brief(pid), "weeks": weeks(pid)} for pid in still[:moves]],
+        "still_at_risk_more": max(0, len(still) - moves),
+        "recovered": [{**brief(pid), "previous_state": previous[pid]} for pid in recovered[:moves]],
+        "recovered_more": max(0, len(recovered) - moves),
         "fortnights": max((len(card["grid"]) for card in cards), default=0),
         "cells": list(CELLS),
     }
@@ -236,22 +254,35 @@ def _scope(who: Recipient) -> Select[Any]:
     return query.where(PARTNERSHIPS.c.id.in_(local))
 
 
-def _latest(connection: Connection, scope: Select[Any], day: date, full: bool = False) -> list[Any]:
-    """Each scoped partnership's latest snapshot on or before ``day``."""
-    last = (
-        select(SNAPSHOTS.c.partnership_id, func.max(SNAPSHOTS.c.day).label("day"))
-        .where(SNAPSHOTS.c.day <= day, SNAPSHOTS.c.partnership_id.in_(scope))
-        .group_by(SNAPSHOTS.c.partnership_id)
-        .subquery()
+def _latest(
+    connection: Connection, scope: Select[Any], day: date, full: bool = False
+) -> Sequence[Any]:
+    """Each scoped partnership's latest snapshot on or before ``day``.
+
+    Driven by the partnerships: each one's latest day is one seek in the unique index on
+    (partnership_id, day) and its row one more, so the cost does not grow with the days of
+    snapshots kept.
+    """
+    earlier = SNAPSHOTS.alias("earlier")
+    latest_day = (
+        select(func.max(earlier.c.day))
+        .where(earlier.c.partnership_id == PARTNERSHIPS.c.id, earlier.c.day <= day)
+        .correlate(PARTNERSHIPS)
+        .scalar_subquery()
     )
     columns = [SNAPSHOTS.c.partnership_id, SNAPSHOTS.c.state]
     if full:
         columns += [SNAPSHOTS.c.score, SNAPSHOTS.c.since, SNAPSHOTS.c.reasons, SNAPSHOTS.c.facts]
-    query = select(*columns).join(
-        last,
-        and_(SNAPSHOTS.c.partnership_id == last.c.partnership_id, SNAPSHOTS.c.day == last.c.day),
+    query = (
+        select(*columns)
+        .select_from(PARTNERSHIPS)
+        .join(
+            SNAPSHOTS,
+            and_(SNAPSHOTS.c.partnership_id == PARTNERSHIPS.c.id, SNAPSHOTS.c.day == latest_day),
+        )
+        .where(PARTNERSHIPS.c.id.in_(scope.correlate(None)))
     )
-    return list(connection.execute(query))
+    return connection.execute(query).all()
 
 
 def _json(text: str | None, default: Any) -> Any:

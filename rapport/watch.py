@@ -352,7 +352,9 @@ def plan_reports(
                 result.already += 1
                 continue
             _ensure_snapshot(connection, settings, now, write=not dry_run)
-            data = report.build(connection, coordinator_id=c.id, now=now)
+            data = report.build(
+                connection, coordinator_id=c.id, now=now, max_listed=settings.report.max_listed
+            )
             rows.append(
                 _row(
                     settings,
@@ -414,7 +416,9 @@ def report_html(
             chosen = programs[:1]
         c = chosen[0]
         _ensure_snapshot(connection, settings, now, write=True)
-        data = report.build(connection, coordinator_id=c.id, now=now)
+        data = report.build(
+            connection, coordinator_id=c.id, now=now, max_listed=settings.report.max_listed
+        )
     program = settings.program
     notice = Notice(
         template="report",

@@ -503,3 +503,117 @@ def test_report_renders_in_every_language(network: Network, who: str, language: 
     for p in data["partnerships"]:
         assert all(m["name"] in text for m in p["members"])
     assert "<" not in text
+
+
+# A large network: the cards and the week's movements are capped ------------------------------
+
+
+@pytest.fixture
+def crowd(project: Project, cli: Callable[..., Result]) -> Iterator[Network]:
+    """150 pairs, all at risk this week (scores falling in pair order, three pairs a score); the
+    first 60 were at risk last week too, the other 90 healthy."""
+    people = "email,name,country,timezone,language\n" + "".join(
+        f"m{i}@example.org,Member{i} Test,PL,Europe/Warsaw,en\n" for i in range(300)
+    )
+    pairs = "round,member_a,member_b\n" + "".join(
+        f"spring,m{2 * i}@example.org,m{2 * i + 1}@example.org\n" for i in range(150)
+    )
+    (project.dir / "people.csv").write_text(people, encoding="utf-8")
+    (project.dir / "coordinators.csv").write_text(COORDINATOR_CSV, encoding="utf-8")
+    (project.dir / "pairs.csv").write_text(pairs, encoding="utf-8")
+    for args in (
+        ("import", "participants", project.dir / "people.csv"),
+        ("import", "coordinators", project.dir / "coordinators.csv"),
+        ("round", "create", "spring", "--start", "2027-03-01"),
+        ("import", "partnerships", project.dir / "pairs.csv"),
+    ):
+        result = cli("--config", project.config, *args, "--now", "2027-02-20T09:00:00Z")
+        assert result.code == 0, result.err
+    engine = make_engine(project.url)
+    with engine.begin() as connection:
+        net = Network(connection)
+        for row in connection.execute(select(COORDINATORS.c.id, COORDINATORS.c.email)):
+            net.coordinators[row.email.split("@")[0]] = row.id
+        first = {
+            row.participant_id: row.partnership_id
+            for row in connection.execute(
+                select(MEMBERSHIPS.c.participant_id, MEMBERSHIPS.c.partnership_id)
+            )
+        }
+        ids = {row.email: row.id for row in connection.execute(select(PARTICIPANTS))}
+        net.pairs = [first[ids[f"m{2 * i}@example.org"]] for i in range(150)]
+        rows = []
+        for n, pid in enumerate(net.pairs):
+            rows.append(_snapshot_row(pid, TODAY, "at_risk", 50 + (149 - n) // 3))
+            rows.append(_snapshot_row(pid, LAST_WEEK, "at_risk" if n < 60 else "healthy", 50))
+        connection.execute(insert(SNAPSHOTS), rows)
+        yield net
+    engine.dispose()
+
+
+def _snapshot_row(pid: int, day: date, state: str, score: int) -> dict[str, Any]:
+    return {
+        "partnership_id": pid,
+        "day": day,
+        "state": state,
+        "score": score,
+        "since": at("2027-04-01"),
+        "reasons": json.dumps([f"Reason for #{pid}"]),
+        "facts": json.dumps({"last_contact": None, "silent": [], "urgent": []}),
+        "created_at": at(day.isoformat()),
+    }
+
+
+def test_cards_are_capped_at_max_listed_by_score(crowd: Network) -> None:
+    """150 at risk: the 100 highest scores get a card, in order; the other 50 are counted."""
+    data = report(crowd, "pat")
+    assert ids(data["partnerships"]) == [crowd.pid(n) for n in range(1, 101)]
+    assert data["more"] == 50 and data["more_states"] == ["at_risk"]
+    assert {c["state"]: c["count"] for c in data["counts"]}["at_risk"] == 150
+    assert not data["all_clear"]
+    assert data["fortnights"] == 5
+    smaller = build(
+        crowd.connection, coordinator_id=crowd.coordinators["pat"], now=NOW, max_listed=10
+    )
+    assert len(smaller["partnerships"]) == 10 and smaller["more"] == 140
+
+
+def test_the_weeks_movements_are_capped_with_a_count_of_the_rest(crowd: Network) -> None:
+    """90 newly at risk and 60 still at risk: 50 of each are named, the rest counted."""
+    data = report(crowd, "pat")
+    assert ids(data["newly_at_risk"]) == [crowd.pid(n) for n in range(61, 111)]
+    assert data["newly_at_risk_more"] == 40
+    assert ids(data["still_at_risk"]) == [crowd.pid(n) for n in range(1, 51)]
+    assert data["still_at_risk_more"] == 10
+    assert data["recovered"] == [] and data["recovered_more"] == 0
+    assert all(m["name"].startswith("Member") for p in data["newly_at_risk"] for m in p["members"])
+
+
+@pytest.mark.parametrize("language", ["en", "fr", "es"])
+def test_capped_report_says_how_many_more_and_how_to_list_them(
+    crowd: Network, language: str
+) -> None:
+    """Both parts: 100 cards and grid rows, then one line with the 50 others and the command."""
+    data = report(crowd, "pat")
+    subject, root, text = render(data, "pat", language)
+    assert len(root.find("table", "report-card")) == 100
+    (grid,) = root.find("table", "report-grid")
+    assert len(grid.find("tr")) == 101
+    (more,) = root.find("p", "report-more")
+    assert "50" in more.text() and "rapport health --state at_risk" in more.text()
+    assert "--state one_sided" not in more.text()
+    lines = [line for line in text.splitlines() if "rapport health --state at_risk" in line]
+    assert len(lines) == 1 and "50" in lines[0]
+    assert "150" in subject
+    if language == "en":
+        assert lines[0] == (
+            "50 more partnerships at risk or one-sided not listed here."
+            " To see them all: rapport health --state at_risk."
+        )
+        assert "  … and 40 more" in text and "  … and 10 more" in text
+        assert "150 at risk, 0 one-sided" in subject
+        assert "<li>… and 40 more</li>" not in text
+        assert [li.text() for li in root.find("li") if "more" in li.text()] == [
+            "… and 40 more",
+            "… and 10 more",
+        ]
