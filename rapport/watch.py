@@ -24,7 +24,7 @@ from mailer.compose import Composer
 from mailer.deliver import DeliveryResult, deliver
 from mailer.notice import Notice, compose_notice
 from mailer.render import address_for
-from monitor import judging, nudges, report
+from monitor import history, judging, nudges, report
 from monitor.health import AT_RISK, ONE_SIDED, QUIET
 from program.errors import NotFound
 from program.models import ACTIVITY, COORDINATORS, OUTBOX, PENDING, REHEARSAL, SUPPRESSED
@@ -208,7 +208,7 @@ def _nudge_rows(
             key=r.key.removeprefix(prefix),
             participant_id=r.participant_id,
             coordinator_id=r.coordinator_id,
-            planned_at=judging._aware(r.created_at) or now,
+            planned_at=history.aware(r.created_at) or now,
         )
         for r in connection.execute(
             select(
@@ -273,7 +273,7 @@ def _concern_rows(
     ):
         if e.partnership_id is not None:
             concerns.setdefault(e.partnership_id, []).append(
-                (e.id, e.participant_id, e.detail, judging._aware(e.occurred_at) or now)
+                (e.id, e.participant_id, e.detail, history.aware(e.occurred_at) or now)
             )
     if not concerns:
         return []
