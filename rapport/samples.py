@@ -99,5 +99,7 @@ DATA: dict[str, dict[str, Any]] = {
         "newly_at_risk": [_brief(7, 60)], "still_at_risk": [_brief(8, 55, weeks=3)],
         "recovered": [_brief(4, 10, previous_state="quiet")],
         "fortnights": 4, "cells": ["contact", "one", "none", "alert"],
+        "more": 3, "more_states": ["at_risk"], "newly_at_risk_more": 1,
+        "still_at_risk_more": 0, "recovered_more": 2,
     },
 }  # fmt: skip
