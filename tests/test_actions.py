@@ -5,13 +5,14 @@ outbox; each refusal exits with its code and message and leaves the database as 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from tests.conftest import Project, Result
+
+pytestmark = pytest.mark.databases("sqlite", "postgresql")
 
 Cli = Callable[..., Result]
 ROUND = "2027-spring"
@@ -57,22 +58,20 @@ def run(project: Project, cli: Cli) -> Cli:
 
 
 def query(project: Project, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(project.db) as connection:
-        return list(connection.execute(sql, params).fetchall())
+    return [tuple(row.values()) for row in project.rows(sql, *params)]
 
 
 def queue(project: Project, key: str, kind: str, partnership: int, who: str, status: str) -> None:
     """An outbox row for participant ``who`` (an email) in partnership ``partnership``."""
     sent = "2027-03-08 08:00:00.000000" if status == "sent" else None
-    with sqlite3.connect(project.db) as connection:
-        connection.execute(
-            "INSERT INTO outbox (key, kind, round_id, partnership_id, participant_id, to_address,"
-            " reply_key, message_id, status, due_at, attempts, sent_at, created_at, updated_at)"
-            " SELECT ?, ?, 1, ?, id, email, ?, ?, ?, '2027-03-08 08:00:00.000000', 0, ?,"
-            " '2027-03-08 07:00:00.000000', '2027-03-08 07:00:00.000000'"
-            " FROM participant WHERE email = ?",
-            (key, kind, partnership, key, f"<{key}@example.org>", status, sent, who),
-        )
+    project.execute(
+        "INSERT INTO outbox (key, kind, round_id, partnership_id, participant_id, to_address,"
+        " reply_key, message_id, status, due_at, attempts, sent_at, created_at, updated_at)"
+        " SELECT ?, ?, 1, ?, id, email, ?, ?, ?, '2027-03-08 08:00:00.000000', 0, ?,"
+        " '2027-03-08 07:00:00.000000', '2027-03-08 07:00:00.000000'"
+        " FROM participant WHERE email = ?",
+        *(key, kind, partnership, key, f"<{key}@example.org>", status, sent, who),
+    )
 
 
 def outbox(project: Project) -> list[tuple[Any, ...]]:
@@ -133,7 +132,9 @@ def test_dissolve_cancels_waiting_mail(project: Project, run: Cli) -> None:
         "  Bob Tane <bob@example.org> (NZ)\n"
         "to propose new partners: rapport match suggest --round 2027-spring\n"
     )
-    assert query(project, "SELECT id, status, ended_at, ended_reason FROM partnership") == [
+    assert query(
+        project, "SELECT id, status, ended_at, ended_reason FROM partnership ORDER BY id"
+    ) == [
         (1, "dissolved", "2027-03-10 09:00:00.000000", "never got in touch"),
         (2, "active", None, ""),
         (3, "active", None, ""),
@@ -175,8 +176,7 @@ def test_dissolve_refusals(project: Project, run: Cli) -> None:
         2,
         "--reason: control characters are not allowed (U+0009); write one line",
     )
-    with sqlite3.connect(project.db) as connection:
-        connection.execute("UPDATE partnership SET status = 'ended' WHERE id = 3")
+    project.execute("UPDATE partnership SET status = 'ended' WHERE id = 3")
     refused(
         project,
         run,
@@ -409,7 +409,9 @@ def test_suggest_and_apply(project: Project, run: Cli) -> None:
         "SELECT p.email, m.position, m.round_id FROM membership m"
         " JOIN participant p ON p.id = m.participant_id WHERE partnership_id = 4 ORDER BY position",
     ) == [("ann@example.org", 0, 1), ("chiara@example.org", 1, 1)]
-    assert query(project, "SELECT id, status, partnership_id FROM match_proposal WHERE id > 2") == [
+    assert query(
+        project, "SELECT id, status, partnership_id FROM match_proposal WHERE id > 2 ORDER BY id"
+    ) == [
         (3, "applied", 4),
         (4, "proposed", None),
     ]

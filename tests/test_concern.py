@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 
 import pytest
 
@@ -11,6 +10,8 @@ from monitor.concern import BUILT_IN, Phrases, find_concern
 from tests.conftest import Project
 from tests.smtp_server import SmtpTestServer
 from tests.test_poll import Cli, _deliver, _project, _reply
+
+pytestmark = pytest.mark.databases("sqlite", "postgresql")
 
 BUILT = Phrases.of()
 
@@ -84,18 +85,13 @@ def test_a_concern_in_the_inbox_is_recorded_and_alerted_the_same_day(
     assert result.code == 0, result.err
     assert "1 concern raised" in result.out
     assert "planned 1 concern alerts" in result.out
-    with sqlite3.connect(project.db) as connection:
-        [(kind, detail)] = connection.execute(
-            "SELECT kind, detail FROM activity WHERE kind = 'concern'"
-        ).fetchall()
-        assert (kind, detail) == ("concern", "uncomfortable")
-        [(to, status, key)] = connection.execute(
-            "SELECT to_address, status, key FROM outbox WHERE kind = 'alert'"
-        ).fetchall()
-        assert connection.execute(
-            "SELECT count(*) FROM inbound WHERE body IS NOT NULL"
-        ).fetchone() == (0,)
-    assert (to, status) == ("lead@example.org", "pending") and key.startswith("concern/")
+    assert project.rows("SELECT kind, detail FROM activity WHERE kind = 'concern'") == [
+        {"kind": "concern", "detail": "uncomfortable"}
+    ]
+    [planned] = project.rows("SELECT to_address, status, key FROM outbox WHERE kind = 'alert'")
+    assert (planned["to_address"], planned["status"]) == ("lead@example.org", "pending")
+    assert planned["key"].startswith("concern/")
+    assert project.scalar("SELECT count(*) FROM inbound WHERE body IS NOT NULL") == 0
     assert list((maildir / "new").iterdir()), "a concern is left in the inbox for a person"
     health = cli("--config", project.config, "health", "--json", "--now", "2027-03-02T13:00:00Z")
     rows = [json.loads(line) for line in health.out.splitlines()]

@@ -27,6 +27,8 @@ from tests.conftest import SECRET, Project, Result
 from tests.dovecot import DovecotServer, make_message
 from tests.smtp_server import SmtpTestServer, write_ca_file
 
+pytestmark = pytest.mark.databases("sqlite", "postgresql")
+
 Cli = Callable[..., Result]
 NOW = datetime(2027, 4, 26, 10, 0, tzinfo=UTC)
 TEMPLATES_OK = "topic, nudge_pair, nudge_silent, nudge_coordinators, concern, report"
@@ -93,7 +95,7 @@ def test_all_ok_on_loopback_with_a_maildir(
     assert result.code == 0, result.out
     assert lines(result) == [
         f"ok   config {project.config}",
-        f"ok   database sqlite:///{project.db}: at migration {head_revision()}, the latest",
+        f"ok   database {project.url}: at migration {head_revision()}, the latest",
         f"ok   secret from $RAPPORT_SECRET: {len(SECRET)} bytes",
         f"ok   smtp 127.0.0.1:{smtp_server.port}: plaintext, no login",
         "ok   maildir mail: readable; folders INBOX; file_into Done",
@@ -271,25 +273,34 @@ def test_wrong_imap_password_fails(
 
 
 def test_database_behind_the_head_migration_fails(
-    project: Project, cli: Cli, smtp_server: SmtpTestServer
+    project: Project, cli: Cli, smtp_server: SmtpTestServer, request: pytest.FixtureRequest
 ) -> None:
     """A database one migration behind: FAIL saying to back up and upgrade; it is not upgraded."""
     head = head_revision()
     script = ScriptDirectory(str(Path(program.__file__).parent / "migrations"))
     previous = script.get_revision(head).down_revision
     assert isinstance(previous, str)
-    project.db.unlink()
-    upgrade(make_engine(f"sqlite:///{project.db}"), previous)
-    configure(project, smtp_server)
+    project.close()
+    if project.backend == "sqlite":
+        project.db.unlink()
+    else:  # a database with no schema yet, in place of the one at head
+        project.url = request.getfixturevalue("postgres_database")(empty=True)
+    engine = make_engine(project.url)
+    try:
+        upgrade(engine, previous)
+    finally:
+        engine.dispose()
+    configure(project, smtp_server)  # names project.url
     result = cli("--config", project.config, "doctor")
     assert result.code == 1
     assert lines(result)[1] == (
-        f"FAIL database sqlite:///{project.db}: at migration {previous}, this version needs"
+        f"FAIL database {project.url}: at migration {previous}, this version needs"
         f" {head}: back it up, then run `rapport db upgrade`"
     )
     assert f"'{previous}'" in project.dump()
 
 
+@pytest.mark.databases("sqlite")  # the database is a file here: absent, or made empty
 def test_empty_or_missing_database_fails_and_is_not_created(
     project: Project, cli: Cli, smtp_server: SmtpTestServer
 ) -> None:
@@ -299,7 +310,7 @@ def test_empty_or_missing_database_fails_and_is_not_created(
     result = cli("--config", project.config, "doctor")
     assert result.code == 1
     assert lines(result)[1] == (
-        f"FAIL database sqlite:///{project.db}: no database file: run `rapport init` (new) or"
+        f"FAIL database {project.url}: no database file: run `rapport init` (new) or"
         " `rapport db upgrade`"
     )
     assert not project.db.exists()
@@ -309,6 +320,21 @@ def test_empty_or_missing_database_fails_and_is_not_created(
         ": the database is empty: run `rapport init` (new) or `rapport db upgrade`"
     )
     assert result.code == 1
+
+
+@pytest.mark.databases("postgresql")  # the test above, for a server's database
+def test_an_empty_postgresql_database_fails(
+    project: Project, cli: Cli, smtp_server: SmtpTestServer, request: pytest.FixtureRequest
+) -> None:
+    """A reachable database with no tables: FAIL saying to run init or db upgrade."""
+    project.url = request.getfixturevalue("postgres_database")(empty=True)
+    configure(project, smtp_server)
+    result = cli("--config", project.config, "doctor")
+    assert result.code == 1
+    assert lines(result)[1] == (
+        f"FAIL database {project.url}: the database is empty: run `rapport init` (new) or"
+        " `rapport db upgrade`"
+    )
 
 
 def test_missing_or_short_secret_fails(
@@ -352,6 +378,7 @@ def test_secret_from_a_systemd_credential(
     assert result.code == 0, result.out
 
 
+@pytest.mark.databases("sqlite")  # the config does not load: no database is opened
 def test_invalid_config_is_one_fail_line(project: Project, cli: Cli) -> None:
     """A config that does not load: one FAIL line with file, line and key; no traceback."""
     text = project.config.read_text(encoding="utf-8")
@@ -371,6 +398,7 @@ def test_invalid_config_is_one_fail_line(project: Project, cli: Cli) -> None:
     assert result.code == 1
 
 
+@pytest.mark.databases("sqlite")  # checks templates only: no database is opened
 def test_a_broken_or_incomplete_template_is_named(project: Project, tmp_path: Path) -> None:
     """A template that fails to render, or a missing sibling, is a FAIL naming the file."""
     templates = tmp_path / "templates"

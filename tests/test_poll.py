@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from tests.conftest import Project, Result
 from tests.smtp_server import SmtpTestServer
 from tests.test_send import _rows, _setup
+
+pytestmark = pytest.mark.databases("sqlite", "postgresql")
 
 Cli = Callable[..., Result]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "mail"
@@ -60,13 +64,20 @@ def _project(project: Project, cli: Cli, smtp_server: SmtpTestServer) -> Path:
 
 
 def _activity(project: Project) -> list[tuple[str, str, int | None]]:
-    with sqlite3.connect(project.db) as connection:
-        return list(
-            connection.execute(
-                "SELECT p.email, a.kind, a.value FROM activity a"
-                " JOIN participant p ON p.id = a.participant_id ORDER BY a.id"
-            )
+    return [
+        (row["email"], row["kind"], row["value"])
+        for row in project.rows(
+            "SELECT p.email, a.kind, a.value FROM activity a"
+            " JOIN participant p ON p.id = a.participant_id ORDER BY a.id"
         )
+    ]
+
+
+def _suppressed(project: Project) -> list[tuple[str, str]]:
+    return [
+        (row["email"], row["reason"])
+        for row in project.rows("SELECT email, reason FROM suppression ORDER BY id")
+    ]
 
 
 def _key(project: Project, address: str) -> tuple[str, str]:
@@ -90,9 +101,9 @@ def test_a_checkin_reply_is_attributed_by_its_reply_key(
         ("ana@example.org", "message", None),
         ("ana@example.org", "checkin", 1),
     ]
-    with sqlite3.connect(project.db) as connection:
-        matched, body = connection.execute("SELECT matched_by, body FROM inbound").fetchone()
-    assert (matched, body) == ("reply_key", None)
+    assert project.rows("SELECT matched_by, body FROM inbound") == [
+        {"matched_by": "reply_key", "body": None}
+    ]
     again = cli("--config", project.config, "inbox", "poll", "--now", "2027-03-02T12:05:00Z")
     assert again.out.strip() == "read 0; recorded 0, 0 activity events"
     assert list((maildir / "new").iterdir()), "reading must leave the message unread in new/"
@@ -130,8 +141,7 @@ def test_thread_and_sender_attribution_and_partner_contact(
         ("amara@example.org", "message", None),
         ("amara@example.org", "partner_contact", None),
     ]
-    with sqlite3.connect(project.db) as connection:
-        matched = [m for (m,) in connection.execute("SELECT matched_by FROM inbound ORDER BY id")]
+    matched = [r["matched_by"] for r in project.rows("SELECT matched_by FROM inbound ORDER BY id")]
     assert matched == ["in_reply_to", "sender"]
 
 
@@ -176,13 +186,13 @@ def test_bounce_suppresses_and_marks_bouncing(
     assert result.out.strip().startswith(
         "read 1 (1 bounce); recorded 1, 1 activity events, suppressed 1"
     )
-    with sqlite3.connect(project.db) as connection:
-        assert connection.execute("SELECT email, reason FROM suppression").fetchall() == [
-            ("priya@example.org", "bounce")
-        ]
-        assert connection.execute(
-            "SELECT bouncing_since IS NOT NULL FROM participant WHERE email = 'priya@example.org'"
-        ).fetchone() == (1,)
+    assert _suppressed(project) == [("priya@example.org", "bounce")]
+    assert (
+        project.scalar(
+            "SELECT bouncing_since FROM participant WHERE email = ?", "priya@example.org"
+        )
+        is not None
+    )
     sent = cli("--config", project.config, "send", "--now", "2027-03-15T23:00:00Z")
     assert sent.out.strip() == "planned 5 (1 suppressed); sent 5"
 
@@ -198,10 +208,7 @@ def test_unsubscribe_suppresses_only_the_key_owner(
     )
     _deliver(maildir, message)
     cli("--config", project.config, "inbox", "poll", "--now", "2027-03-02T12:00:00Z")
-    with sqlite3.connect(project.db) as connection:
-        assert connection.execute("SELECT email, reason FROM suppression").fetchall() == [
-            ("lukasz@example.org", "unsubscribe")
-        ]
+    assert _suppressed(project) == [("lukasz@example.org", "unsubscribe")]
 
 
 def test_auto_replies_are_not_activity_and_dry_run_records_nothing(
@@ -228,6 +235,7 @@ def test_auto_replies_are_not_activity_and_dry_run_records_nothing(
     assert "auto_reply=1" in status[1] and "INBOX" in status[1]
 
 
+@pytest.mark.databases("sqlite")  # reads no database: once is enough
 def test_inbox_classify_prints_the_json_contract(
     project: Project, cli: Cli, tmp_path: Path
 ) -> None:
@@ -260,6 +268,7 @@ def test_inbox_classify_prints_the_json_contract(
     assert missing.code == 2 and "nope.eml: cannot read" in missing.err
 
 
+@pytest.mark.databases("sqlite")  # reads no database: once is enough
 def test_no_inbox_configured_is_a_config_error(project: Project, cli: Cli) -> None:
     """poll without [imap] or [maildir] says what to set (exit 2)."""
     result = cli("--config", project.config, "inbox", "poll")
@@ -338,10 +347,7 @@ def test_one_click_unsubscribe_by_key(
     forged = cli("--config", project.config, "unsubscribe", "a" * 20)
     assert forged.code == 2 and "names no participant" in forged.err
     assert project.dump() == before
-    with sqlite3.connect(project.db) as connection:
-        assert connection.execute("SELECT email, reason FROM suppression").fetchall() == [
-            ("wang@example.org", "unsubscribe")
-        ]
+    assert _suppressed(project) == [("wang@example.org", "unsubscribe")]
 
 
 def test_a_message_the_database_refuses_does_not_stop_the_poll(
@@ -368,8 +374,7 @@ def test_a_message_the_database_refuses_does_not_stop_the_poll(
     result = cli("--config", project.config, "inbox", "poll", "--now", "2027-03-02T12:00:00Z")
     assert result.code == 1
     assert "could not be recorded: OperationalError" in result.out
-    with sqlite3.connect(project.db) as connection:
-        kinds = dict(connection.execute("SELECT sender, kind FROM inbound"))
+    kinds = {r["sender"]: r["kind"] for r in project.rows("SELECT sender, kind FROM inbound")}
     assert kinds == {
         "ana@example.org": "human",
         "kelsey@example.org": "error",
@@ -379,16 +384,61 @@ def test_a_message_the_database_refuses_does_not_stop_the_poll(
     assert again.out.strip() == "read 0; recorded 0, 0 activity events"
 
 
-def _tables(db: Path) -> dict[str, list[tuple[Any, ...]]]:
-    with sqlite3.connect(db) as connection:
-        return {
-            table: connection.execute(f"SELECT * FROM {table} ORDER BY id").fetchall()
-            for table in ("inbound", "activity", "suppression", "participant", "inbox_cursor")
-        }
+def _tables(project: Project) -> dict[str, list[dict[str, Any]]]:
+    return {
+        table: project.rows(f"SELECT * FROM {table} ORDER BY id")
+        for table in ("inbound", "activity", "suppression", "participant", "inbox_cursor")
+    }
+
+
+@contextmanager
+def _restorable(project: Project, request: pytest.FixtureRequest) -> Iterator[Callable[[], None]]:
+    """Snapshot the project's database now; the function yielded puts the project back on a
+    fresh copy of that snapshot (a file copy on SQLite, a database copy on PostgreSQL)."""
+    if project.backend == "sqlite":
+        snapshot = project.dir / "before.db"
+        with sqlite3.connect(project.db) as source, sqlite3.connect(snapshot) as copy:
+            source.backup(copy)
+
+        def restore_file() -> None:
+            with sqlite3.connect(snapshot) as source, sqlite3.connect(project.db) as target:
+                source.backup(target)
+
+        yield restore_file
+        return
+    server = request.getfixturevalue("postgres")
+    original = make_url(project.url)
+    project.close()  # a template database must have no other connections
+    server.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        f" WHERE datname = '{original.database}' AND pid <> pg_backend_pid()"
+    )
+    snapshot = server.new_database(template=str(original.database))
+    made = [snapshot]
+
+    def restore_database() -> None:
+        project.close()
+        copy = server.new_database(template=snapshot)
+        made.append(copy)
+        url = original.set(database=copy).render_as_string(hide_password=False)
+        config = project.config.read_text(encoding="utf-8")
+        project.config.write_text(config.replace(project.url, url), encoding="utf-8")
+        project.url = url
+
+    try:
+        yield restore_database
+    finally:
+        project.close()
+        for name in made:
+            server.drop_database(name)
 
 
 def test_a_batch_is_recorded_exactly_as_one_message_at_a_time(
-    project: Project, cli: Cli, smtp_server: SmtpTestServer, monkeypatch: pytest.MonkeyPatch
+    project: Project,
+    cli: Cli,
+    smtp_server: SmtpTestServer,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
     """Recording many messages per transaction (with lookups and inserts per batch) leaves the
     same rows as recording each on its own: duplicates within a batch, repeated bounces of one
@@ -418,18 +468,16 @@ def test_a_batch_is_recorded_exactly_as_one_message_at_a_time(
     ]
     for message in mail:
         _deliver(maildir, message)
-    snapshot = project.dir / "before.db"
-    with sqlite3.connect(project.db) as source, sqlite3.connect(snapshot) as copy:
-        source.backup(copy)
-
     outputs, tables = [], []
-    for per_commit in (1, 1000):
-        monkeypatch.setattr(poll, "COMMIT_EVERY", per_commit)
-        with sqlite3.connect(snapshot) as source, sqlite3.connect(project.db) as target:
-            source.backup(target)
-        result = cli("--config", project.config, "inbox", "poll", "--now", "2027-03-02T12:00:00Z")
-        outputs.append(result.out)
-        tables.append(_tables(project.db))
+    with _restorable(project, request) as restore:
+        for per_commit in (1, 1000):
+            monkeypatch.setattr(poll, "COMMIT_EVERY", per_commit)
+            restore()
+            result = cli(
+                "--config", project.config, "inbox", "poll", "--now", "2027-03-02T12:00:00Z"
+            )
+            outputs.append(result.out)
+            tables.append(_tables(project))
     assert outputs[0] == outputs[1]
     assert "recorded 9" in outputs[0] and "1 seen before" in outputs[0]
     assert tables[0] == tables[1]
@@ -495,16 +543,15 @@ def test_a_poll_killed_mid_way_resumes_after_its_last_commit(
         check=False,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
-    with sqlite3.connect(project.db) as connection:
-        uids = [uid for (uid,) in connection.execute("SELECT uid FROM inbound ORDER BY uid")]
-        (last,) = connection.execute("SELECT last_uid FROM inbox_cursor").fetchone()
+    uids = [r["uid"] for r in project.rows("SELECT uid FROM inbound ORDER BY uid")]
+    last = project.scalar("SELECT last_uid FROM inbox_cursor")
     assert len(uids) == 4 and last == uids[-1]
     result = cli("--config", project.config, "inbox", "poll", "--now", "2027-03-02T12:05:00Z")
     assert result.out.strip() == "read 3 (3 human); recorded 3, 6 activity events"
-    with sqlite3.connect(project.db) as connection:
-        assert connection.execute(
-            "SELECT count(*), count(DISTINCT uid), count(DISTINCT message_id) FROM inbound"
-        ).fetchone() == (7, 7, 7)
+    assert project.rows(
+        "SELECT count(*) AS n, count(DISTINCT uid) AS uids, count(DISTINCT message_id) AS ids"
+        " FROM inbound"
+    ) == [{"n": 7, "uids": 7, "ids": 7}]
     events = [(email, kind) for email, kind, _ in _activity(project)]
     assert len(events) == 14
     assert events.count(("ana@example.org", "checkin")) == 2

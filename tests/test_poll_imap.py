@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -10,14 +9,15 @@ from typing import Any
 import pytest
 
 from mailer.inbox import ImapSource
-from program.config import database_url, load_config
-from program.store import make_engine
+from program.config import load_config
 from rapport import poll
 from tests.conftest import SECRET, Project, Result
 from tests.dovecot import DovecotServer
 from tests.smtp_server import SmtpTestServer
 from tests.test_poll import _activity, _key, _reply
 from tests.test_send import _setup
+
+pytestmark = pytest.mark.databases("sqlite", "postgresql")
 
 Cli = Callable[..., Result]
 NOW = "2027-03-02T12:00:00Z"
@@ -117,9 +117,13 @@ def test_file_into_moves_what_needs_no_person(
     assert len(moved) == 2
     assert all("\\Seen" not in dovecot.flags(filed, uid) for uid in moved)
     assert "\\Seen" not in dovecot.flags(inbox, left)
-    with sqlite3.connect(project.db) as connection:
-        filed_flags = dict(connection.execute("SELECT sender, filed FROM inbound"))
-    assert filed_flags == {"ana@example.org": 1, "wang@example.org": 1, "kelsey@example.org": 0}
+    rows = project.rows("SELECT sender, filed FROM inbound")
+    filed_flags = {row["sender"]: bool(row["filed"]) for row in rows}  # 1/0 on SQLite
+    assert filed_flags == {
+        "ana@example.org": True,
+        "wang@example.org": True,
+        "kelsey@example.org": False,
+    }
 
 
 def test_a_changed_uidvalidity_counts_nothing_twice(
@@ -155,7 +159,7 @@ def test_the_server_killed_mid_poll_resumes_where_it_left_off(
             _reply(f"{sender}@example.org", "coordinators@example.org", f"note {n}").as_bytes(),
         )
     settings = load_config(project.config)
-    engine = make_engine(database_url(settings))
+    engine = project.engine  # the fixture disposes of it
     restarts: list[float] = []
 
     def sleep(seconds: float) -> None:  # the backoff: bring the server back instead of waiting
@@ -176,7 +180,6 @@ def test_the_server_killed_mid_poll_resumes_where_it_left_off(
     result = poll.poll(engine, settings=settings, secret=SECRET.encode(), now=now, source=source)
     assert restarts, "the poll never had to reconnect"
     assert (result.read, result.recorded, result.duplicates) == (8, 8, 0)
-    with sqlite3.connect(project.db) as connection:
-        assert connection.execute(
-            "SELECT count(*), count(DISTINCT uid) FROM inbound"
-        ).fetchone() == (8, 8)
+    assert project.rows("SELECT count(*) AS n, count(DISTINCT uid) AS uids FROM inbound") == [
+        {"n": 8, "uids": 8}
+    ]

@@ -3,15 +3,17 @@ the next poll goes on from there, counting nothing twice."""
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime
 
+import pytest
+
 from program.config import load_config
-from program.store import make_engine
 from rapport import poll
 from tests.conftest import SECRET, Project
 from tests.smtp_server import SmtpTestServer
 from tests.test_poll import Cli, _deliver, _project, _reply
+
+pytestmark = pytest.mark.databases("sqlite", "postgresql")
 
 
 def test_a_stopped_poll_resumes_where_it_ended(
@@ -21,7 +23,7 @@ def test_a_stopped_poll_resumes_where_it_ended(
     for n in range(7):
         _deliver(maildir, _reply("ana@example.org", "coordinators@example.org", f"note {n}\n"))
     settings = load_config(project.config)
-    engine = make_engine(f"sqlite:///{project.db}")
+    engine = project.engine  # the fixture disposes of it
     seen = iter(range(100))
     now = datetime(2027, 3, 2, 12, tzinfo=UTC)
     first = poll.poll(
@@ -32,6 +34,4 @@ def test_a_stopped_poll_resumes_where_it_ended(
     assert "stopped early by a signal" in first.summary()
     second = poll.poll(engine, settings=settings, secret=SECRET.encode(), now=now)
     assert not second.stopped and second.recorded == 4
-    with sqlite3.connect(project.db) as connection:
-        assert connection.execute("SELECT count(*) FROM inbound").fetchone() == (7,)
-    engine.dispose()
+    assert project.scalar("SELECT count(*) FROM inbound") == 7

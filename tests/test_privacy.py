@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
-import sqlite3
+import pytest
 
 from tests.conftest import Project
 from tests.smtp_server import SmtpTestServer
 from tests.test_poll import Cli, _deliver, _key, _project, _reply
+
+pytestmark = pytest.mark.databases("sqlite", "postgresql")
 
 NOW = "2027-04-06T08:00:00Z"
 
@@ -17,8 +19,7 @@ def _poll(project: Project, cli: Cli, now: str) -> bool:
 
 
 def _count(project: Project, sql: str) -> int:
-    with sqlite3.connect(project.db) as connection:
-        return int(connection.execute(sql).fetchone()[0])
+    return int(project.scalar(sql))
 
 
 def test_forget_erases_every_trace_and_keeps_the_tally(
@@ -69,8 +70,7 @@ def test_purge_drops_old_inbound_and_keeps_activity(
     assert (
         cli("--config", project.config, "inbox", "poll", "--now", "2027-03-02T12:00:00Z").code == 0
     )
-    with sqlite3.connect(project.db) as connection:
-        connection.execute("UPDATE inbound SET received_at = '2026-01-01 00:00:00.000000'")
+    project.execute("UPDATE inbound SET received_at = '2026-01-01 00:00:00.000000'")
     _deliver(maildir, _reply("kelsey@example.org", "coordinators@example.org", "1\n"))
     assert (
         cli("--config", project.config, "inbox", "poll", "--now", "2027-03-02T13:00:00Z").code == 0
