@@ -48,10 +48,13 @@ ended score 0.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple, TypeVar
+
+from monitor import phrases
+from monitor.phrases import Phrasebook
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -178,66 +181,6 @@ class Health:
     urgent: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class _Phrasebook:
-    """Every word the reasons use, in one language: the one place to translate them."""
-
-    months: str  # space-separated, January first
-    counts: tuple[str, ...]  # 1, 2, ... times, as far as the language has words for them
-    sentences: Mapping[str, str]
-
-    def date(self, at: datetime, now: datetime) -> str:
-        day, this_year = at.astimezone(UTC), now.astimezone(UTC).year
-        key = "date" if day.year == this_year else "date_year"
-        return self.sentences[key].format(
-            day=day.day, month=self.months.split()[day.month - 1], year=day.year
-        )
-
-    def count(self, n: int) -> str:
-        return self.counts[n - 1] if 0 < n <= len(self.counts) else self.say("times", n=n)
-
-    def say(self, key: str, **values: object) -> str:
-        return self.sentences[key].format(**values)
-
-
-_ENGLISH = _Phrasebook(
-    months="January February March April May June July August September October November December",
-    counts=("once", "twice"),
-    sentences={
-        "date": "{day} {month}",
-        "date_year": "{day} {month} {year}",
-        "times": "{n} times",
-        "member": "{name} ({country})",
-        "nameless": "participant #{id}",
-        DISSOLVED: "The partnership was dissolved",
-        ENDED: "The partnership has ended",
-        "bouncing": "Mail to {who} bounces since {date}",
-        "unsubscribed": "{who} unsubscribed on {date}",
-        "suppressed": "Mail to {who} is suppressed (unsubscribed or undeliverable)",
-        "withdrew": "{who} withdrew",
-        "concern": "Concern raised on {date}",
-        "concern_by": "Concern raised by {who} on {date}",
-        "detail": "{sentence}: {detail}",
-        "paused": "{who} is paused",
-        "by_checkin": "check-in 1 from {who}",
-        "by_partner_contact": "{who} wrote to a partner, copying the log address",
-        "contact": "Last contact confirmed on {date} ({how})",
-        "no_contact": "No contact confirmed since {date} ({how})",
-        "no_contact_start": "No contact confirmed since the start on {date}",
-        "starting": "Started on {date}; no contact confirmed yet",
-        "since_own": "since {date}",
-        "since_contact": "since contact was confirmed on {date}",
-        "since_start": "since the start on {date}",
-        "no_word": "No word from {who} {since}",
-        "unanswered": "{who} has not answered {since}",
-        "wrote": "{who} wrote {times} without an answer",
-        "said_2": "{who} checked in '2' {times}",
-        "said_3": "{who} checked in '3' (not in touch yet) on {date}",
-    },
-)
-_PHRASEBOOKS = {"en": _ENGLISH}
-
-
 def judge(
     *,
     members: Sequence[Member],
@@ -255,7 +198,7 @@ def judge(
     else in English (only English so far).  Raises ValueError for a naive ``now`` or ``started`` or
     an unknown status.
     """
-    return _judge(members, events, started, status, now, thresholds._limits, _book(language))
+    return _judge(members, events, started, status, now, thresholds._limits, phrases.book(language))
 
 
 def judge_many(
@@ -266,18 +209,14 @@ def judge_many(
     language: str = "en",
 ) -> dict[K, Health]:
     """Judge every ``(key, members, events, started, status)`` at ``now``, as :func:`judge` does."""
-    limits, book = thresholds._limits, _book(language)
+    limits, book = thresholds._limits, phrases.book(language)
     return {
         key: _judge(members, events, started, status, now, limits, book)
         for key, members, events, started, status in partnerships
     }
 
 
-def _book(language: str) -> _Phrasebook:
-    return _PHRASEBOOKS.get(language, _ENGLISH)
-
-
-def _names(members: Sequence[Member], book: _Phrasebook) -> list[str]:
+def _names(members: Sequence[Member], book: Phrasebook) -> list[str]:
     """First name and country code; full names when two members share a first name."""
     firsts = [(m.name.split() or [""])[0] for m in members]
     unique = all(firsts) and len(set(firsts)) == len(firsts)
@@ -304,7 +243,7 @@ def _judge(
     status: str,
     now: datetime,
     limits: _Limits,
-    book: _Phrasebook,
+    book: Phrasebook,
 ) -> Health:
     if now.tzinfo is None or started.tzinfo is None:
         raise ValueError("health needs aware datetimes for now and started")
@@ -488,7 +427,7 @@ def _urgent(
     concerns: list[Event],
     slots: dict[int, int],
     now: datetime,
-    book: _Phrasebook,
+    book: Phrasebook,
 ) -> list[tuple[datetime, str, str]]:
     """Urgent conditions as (when it began, code, sentence), earliest first; members' in their
     order.  Codes are those of URGENT_CODES."""
