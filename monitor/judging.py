@@ -48,12 +48,15 @@ from program.models import (
     SUPPRESSIONS,
 )
 from program.settings import Settings
+from program.store import serialize
 
 __all__ = ["Judged", "MemberInfo", "judge_all", "relevant", "snapshot", "thresholds"]
 
 # Partnerships judged together, and ids per IN (...) list: well under SQLite's and PostgreSQL's
 # parameter limits, and small enough that a block's events take a few MB.
 _CHUNK = 500
+# Writers of a day's snapshot take turns (the daily job and a report catching up may meet).
+SNAPSHOT_LOCK = 0x52_41_50_10
 # JSON as the snapshots keep it (a tuple is written as a list), with one encoder for every row.
 _encode = json.JSONEncoder(ensure_ascii=False).encode
 
@@ -183,8 +186,12 @@ _INSERT_SNAPSHOT = insert(SNAPSHOTS).values(
 
 
 def snapshot(connection: Connection, judged: Sequence[Judged], *, now: datetime) -> date:
-    """Write (or rewrite) ``now``'s UTC day's snapshot of each judged partnership; its day."""
+    """Write (or rewrite) ``now``'s UTC day's snapshot of each judged partnership; its day.
+
+    Two writers of one day (the daily job, and a report that found the day's snapshot missing,
+    or two service instances on PostgreSQL) take turns; the second replaces the first's rows."""
     day = now.astimezone(UTC).date()
+    serialize(connection, SNAPSHOT_LOCK)
     if has_snapshot(connection, day):  # a run again on the same day: replace its rows
         for chunk in _chunks([j.partnership_id for j in judged]):
             connection.execute(

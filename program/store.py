@@ -21,7 +21,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
@@ -73,6 +73,16 @@ def _postgresql_utc(dbapi_connection: Any, _record: Any) -> None:
     with dbapi_connection.cursor() as cursor:
         cursor.execute("SET TIME ZONE 'UTC'")
     dbapi_connection.commit()
+
+
+def serialize(connection: Connection, key: int) -> None:
+    """Hold ``key`` until ``connection``'s transaction ends: writers of one thing take turns.
+
+    On PostgreSQL a transaction-level advisory lock (another transaction taking the same key
+    waits, then sees what this one committed).  SQLite needs nothing: its write transactions
+    begin IMMEDIATE, so they already run one at a time."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
 
 
 @contextmanager

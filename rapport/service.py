@@ -85,15 +85,28 @@ class Notifier:
         pid = env.get("WATCHDOG_PID", "")
         watched = usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid()))
         self.watchdog_every = int(usec) / 2_000_000 if watched else None
+        self._failing = False
 
     def send(self, message: str) -> None:
+        """Send without waiting: a notify socket that is not being read (its queue full) or is
+        gone must never stall a job or the stop; the message is dropped and that is logged once
+        until a send succeeds again."""
         if self.address is None:
             return
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             try:
-                sock.sendto(message.encode("utf-8"), self.address)
-            except OSError as exc:  # a notify failure must never stop the service
-                log.warning("systemd notify failed: %s", exc)
+                sock.sendto(message.encode("utf-8"), socket.MSG_DONTWAIT, self.address)
+            except OSError as exc:
+                if not self._failing:
+                    reason = "its queue is full" if isinstance(exc, BlockingIOError) else exc
+                    log.warning(
+                        "systemd notify failed (%s); dropping messages until it works", reason
+                    )
+                self._failing = True
+                return
+        if self._failing:
+            log.info("systemd notify works again")
+            self._failing = False
 
 
 @dataclass

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import random
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone
 
@@ -225,6 +227,41 @@ def test_snapshot_keeps_each_health_as_judged(project: Project, cli: Callable[..
         assert json.loads(row.reasons) == list(j.health.reasons)
         assert row.created_at == now
     assert any(j.health.since == now for j in judged)  # a withdrawal's instant is now's
+
+
+def test_two_writers_of_one_days_snapshot_take_turns(
+    project: Project, cli: Callable[..., Result]
+) -> None:
+    """The daily job and a report catching up (or two service instances on PostgreSQL) may write
+    the same day's snapshot at once: the second waits for the first, then replaces its rows."""
+    _network(project, cli, 3)
+    now = datetime(2026, 3, 20, 9, 0, tzinfo=UTC)
+    settings = load_config(project.config)
+    errors: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            with project.engine.begin() as connection:
+                judged = judging.judge_all(connection, settings=settings, now=now)
+                judging.snapshot(connection, judged, now=now)
+        except BaseException as exc:
+            errors.append(exc)
+
+    with project.engine.begin() as connection:
+        judging.snapshot(
+            connection, judging.judge_all(connection, settings=settings, now=now), now=now
+        )
+        other = threading.Thread(target=second)
+        other.start()
+        if project.backend == "postgresql":  # the second writer is queued on the lock
+            waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            deadline = time.monotonic() + 30
+            while project.scalar(waiting) != 1:
+                assert time.monotonic() < deadline, "the second writer never waited"
+                time.sleep(0.05)
+    other.join(60)
+    assert not other.is_alive() and not errors, errors
+    assert project.scalar("SELECT count(*) FROM health_snapshot WHERE day = '2026-03-20'") == 3
 
 
 def _judge_everything(connection: Connection, now: datetime) -> dict[int, Health]:

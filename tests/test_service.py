@@ -9,11 +9,13 @@ the week's report are due the moment the service starts.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from rapport.service import Notifier
 from tests.conftest import Project, Result
 from tests.smtp_server import SmtpTestServer
 from tests.test_send import PAIRS, PEOPLE
@@ -83,7 +86,8 @@ def _setup(project: Project, cli: Cli, smtp: SmtpTestServer) -> Path:
 
 
 class Notify:
-    """A systemd notify socket: collects what the service sends."""
+    """A systemd notify socket: collects what the service sends, reading all the time as
+    systemd does (a reader that stops would fill the socket's queue)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -91,24 +95,31 @@ class Notify:
         self.sock.bind(str(path))
         self.sock.settimeout(0.2)
         self.messages: list[str] = []
+        self._closed = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
-    def collect(self) -> None:
-        try:
-            while True:
+    def _read(self) -> None:
+        while not self._closed.is_set():
+            try:
                 self.messages.append(self.sock.recv(4096).decode())
-        except TimeoutError:
-            return
+            except TimeoutError:
+                continue
 
     def seen(self, line: str) -> bool:
-        self.collect()
-        return any(line in m.splitlines() for m in self.messages)
+        return any(line in m.splitlines() for m in list(self.messages))
+
+    def close(self) -> None:
+        self._closed.set()
+        self._reader.join()
+        self.sock.close()
 
 
 @pytest.fixture
 def notify(tmp_path: Path) -> Iterator[Notify]:
     n = Notify(tmp_path / "notify.sock")
     yield n
-    n.sock.close()
+    n.close()
 
 
 def _serve(project: Project, notify: Notify | None = None) -> subprocess.Popen[bytes]:
@@ -261,3 +272,29 @@ def test_serve_once_runs_every_job_at_now(
     assert _count(project, "SELECT count(*) FROM outbox WHERE status = 'sent'") == len(PEOPLE) + 1
     refused = cli("--config", project.config, "serve", "--now", now)
     assert refused.code == 2 and "--now is only for --once" in refused.err
+
+
+def test_a_notify_socket_nobody_reads_never_stalls_the_service(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """systemd reads its socket at once, but a stalled reader fills the queue (ten datagrams by
+    default): sends then drop, with one warning, instead of blocking a job or the stop."""
+    path = tmp_path / "stalled.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as stalled:
+        stalled.bind(str(path))
+        notifier = Notifier({"NOTIFY_SOCKET": str(path)})
+        sender = threading.Thread(target=lambda: [notifier.send("WATCHDOG=1") for _ in range(500)])
+        with caplog.at_level(logging.INFO, logger="rapport"):
+            sender.start()
+            sender.join(30)
+            assert not sender.is_alive(), "a send blocked on the full socket"
+            warnings = [r for r in caplog.records if "systemd notify failed" in r.getMessage()]
+            assert len(warnings) == 1 and "queue is full" in warnings[0].getMessage()
+            while True:  # systemd catches up: the next send goes through, and that is said
+                try:
+                    stalled.recv(4096, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    break
+            notifier.send("WATCHDOG=1")
+        assert stalled.recv(4096) == b"WATCHDOG=1"
+        assert any("works again" in r.getMessage() for r in caplog.records)
