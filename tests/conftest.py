@@ -9,6 +9,7 @@ read both backends the same way.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -142,7 +143,14 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
     """Run `rapport ARGS...` in-process; returns exit code, stdout and stderr."""
 
     def run(*args: str) -> Result:
-        code = main([str(a) for a in args])
+        # `serve` points the root logger at this call's (captured) stderr: put it back after,
+        # so no later log line (aiosmtpd's threads, say) writes to a stream pytest has closed.
+        root = logging.getLogger()
+        handlers, level = root.handlers[:], root.level
+        try:
+            code = main([str(a) for a in args])
+        finally:
+            root.handlers[:], root.level = handlers, level
         captured = capsys.readouterr()
         return Result(code, captured.out, captured.err)
 

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -26,6 +27,7 @@ import pytest
 
 from rapport.service import Notifier
 from tests.conftest import Project, Result
+from tests.dovecot import DovecotServer
 from tests.smtp_server import SmtpTestServer
 from tests.test_send import PAIRS, PEOPLE
 
@@ -45,11 +47,41 @@ SCHEDULE = (
 )
 
 
-def _setup(project: Project, cli: Cli, smtp: SmtpTestServer) -> Path:
+@dataclass
+class Imap:
+    """The test Dovecot and a folder of its own, for the service to read as its inbox."""
+
+    server: DovecotServer
+    folder: str
+
+    def config(self) -> str:
+        return (
+            "[imap]\n"
+            'host = "localhost"\n'
+            f"port = {self.server.port}\n"
+            'security = "starttls"\n'
+            f'username = "{self.server.username}"\n'
+            'password_env = "TEST_IMAP_PASSWORD"\n'
+            f'ca_file = "{self.server.ca_file}"\n'
+            f'folders = ["{self.folder}"]\n'
+        )
+
+
+@pytest.fixture
+def imap(
+    dovecot: DovecotServer, imap_folders: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> Imap:
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", dovecot.password)  # the service inherits it
+    return Imap(dovecot, imap_folders())
+
+
+def _setup(project: Project, cli: Cli, smtp: SmtpTestServer, imap: Imap | None = None) -> None:
+    """The program, its round and topics; the inbox is a Maildir, or ``imap``'s folder."""
     maildir = project.dir / "Maildir"
     for sub in ("new", "cur", "tmp"):
         (maildir / sub).mkdir(parents=True)
-    project.write_config(SCHEDULE + f'[maildir]\npath = "{maildir}"\n', smtp_port=smtp.port)
+    inbox = imap.config() if imap else f'[maildir]\npath = "{maildir}"\n'
+    project.write_config(SCHEDULE + inbox, smtp_port=smtp.port)
     folder = project.dir
     (folder / "participants.csv").write_text(
         "email,name,country,timezone,language\n" + "".join(",".join(p) + "\n" for p in PEOPLE),
@@ -81,8 +113,10 @@ def _setup(project: Project, cli: Cli, smtp: SmtpTestServer) -> Path:
     message["Subject"] = "Re: One"
     message["Message-ID"] = "<waiting-1@example.net>"
     message.set_content("1\n")
-    (maildir / "new" / "1700000001.M1P1Q1.test").write_bytes(message.as_bytes())
-    return maildir
+    if imap is not None:
+        imap.server.append(imap.folder, message.as_bytes())
+    else:
+        (maildir / "new" / "1700000001.M1P1Q1.test").write_bytes(message.as_bytes())
 
 
 class Notify:
@@ -164,9 +198,11 @@ def _stop(process: subprocess.Popen[bytes]) -> float:
 
 
 def test_serve_sends_reads_reports_and_notifies_systemd(
-    project: Project, cli: Cli, smtp_server: SmtpTestServer, notify: Notify
+    project: Project, cli: Cli, smtp_server: SmtpTestServer, notify: Notify, imap: Imap
 ) -> None:
-    _setup(project, cli, smtp_server)
+    """It sends the topics (aiosmtpd), reads the check-in waiting in Dovecot (leaving it unread),
+    judges, sends the week's report, and talks to systemd all along."""
+    _setup(project, cli, smtp_server, imap)
     process = _serve(project, notify)
     try:
         _until(lambda: notify.seen("READY=1"), "said READY", process)
@@ -188,6 +224,10 @@ def test_serve_sends_reads_reports_and_notifies_systemd(
     assert "RAPPORT_SECRET" not in err and "test-secret" not in err
     recipients = [r for m in smtp_server.handler.accepted for r in m.recipients]
     assert sorted(recipients) == sorted([p[0] for p in PEOPLE] + ["lead@example.org"])
+    checkin = "SELECT count(*) FROM activity WHERE kind = 'checkin'"
+    assert _count(project, checkin) == 1
+    (uid,) = imap.server.uids(imap.folder)
+    assert "\\Seen" not in imap.server.flags(imap.folder, uid)
 
 
 def test_sigterm_mid_batch_then_restart_sends_everything_once(
