@@ -1,31 +1,28 @@
-"""IMAP FETCH with a quick reader for the replies a poll asks for (used by mailer/inbox.py).
+"""Reading IMAP FETCH replies quickly, and the plain values a fetch hands on (pure: no I/O).
 
 IMAPClient reads a FETCH reply by walking it byte by byte in Python, which cost a first poll
 more than the rest of fetching together: for each message, its size, arrival time and flags
-went through the tokenizer one character at a time.  :func:`fetch` sends the same command and
-reads the replies of the shape a poll asks for (numbers, one quoted INTERNALDATE, a list of
-flags, literals) with regular expressions, giving exactly what ``IMAPClient.fetch`` gives.  A
+went through the tokenizer one character at a time.  :func:`parse_fetch` reads imaplib's data
+for the replies of the shape a poll asks for (numbers, one quoted INTERNALDATE, a list of
+flags, literals) with regular expressions, giving exactly what IMAPClient's own parser gives.  A
 reply of any other shape (an escaped quote, nested lists, an item it does not know) is handed
-whole to IMAPClient's own parser, so nothing is misread, only read more slowly.
+whole to that parser, so nothing is misread, only read more slowly.
 
-Errors are IMAPClient's: imaplib's ``error`` and ``abort`` are ``IMAPClientError`` and
-``IMAPClientAbortError``; a refused command raises ``IMAPClientError`` as ``IMAPClient.fetch``
-does.
+mailer/inbox.py, the one module that talks IMAP (through IMAPClient), sends the command and
+calls this; only imapclient's parsing helpers are used here.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
-from imapclient import IMAPClient
 from imapclient.datetime_util import parse_to_datetime
-from imapclient.exceptions import IMAPClientError
 from imapclient.response_parser import parse_fetch_response
 
-__all__ = ["fetch", "parse_fetch"]
+__all__ = ["as_bytes", "flag_text", "groups", "parse_fetch", "utc"]
 
 # "SEQ (" opening one message's reply.
 _START = re.compile(rb"(\d+) \(")
@@ -43,20 +40,6 @@ _COMPLEX = (b"BODY", b"BODYSTRUCTURE", b"ENVELOPE")  # imapclient builds objects
 
 class _Unusual(Exception):
     """A reply this reader leaves to IMAPClient's parser."""
-
-
-def fetch(client: IMAPClient, uids: Sequence[int], items: Sequence[str]) -> dict[int, Any]:
-    """``client.fetch(uids, items)`` (UIDs, not sequence numbers), the same result."""
-    if not uids:
-        return {}
-    imap = client._imap  # IMAPClient's imaplib connection: it sends and reads the lines
-    typ, data = imap.uid("FETCH", ",".join(str(uid) for uid in uids), f"({' '.join(items)})")
-    if typ != "OK":
-        text = data[0] if data else b""
-        detail = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
-        raise IMAPClientError(f"fetch failed: {detail}")
-    response = parse_fetch(data, client.normalise_times)
-    return {uid: response[uid] for uid in uids if uid in response}
 
 
 def parse_fetch(data: list[Any], normalise_times: bool) -> dict[int, dict[bytes, Any]]:
@@ -139,3 +122,32 @@ def _date(value: bytes, normalise_times: bool) -> datetime | None:
         return parse_to_datetime(value, normalise=normalise_times)
     except ValueError:  # some servers send junk; imapclient gives None too
         return None
+
+
+def groups(uids: list[int], sizes: dict[int, int], limit: int) -> Iterator[list[int]]:
+    """``uids`` in order, in groups of at most ``limit`` bytes by ``sizes`` (a message larger
+    than ``limit`` is a group of its own)."""
+    group: list[int] = []
+    total = 0
+    for uid in uids:
+        size = sizes.get(uid, 0)
+        if group and total + size > limit:
+            yield group
+            group, total = [], 0
+        group.append(uid)
+        total += size
+    if group:
+        yield group
+
+
+def as_bytes(value: object) -> bytes | None:
+    return bytes(value) if isinstance(value, bytes | bytearray) else None
+
+
+def flag_text(flag: object) -> str:
+    return flag.decode("ascii", "replace") if isinstance(flag, bytes) else str(flag)
+
+
+def utc(value: object) -> datetime | None:
+    # A naive INTERNALDATE (a client with normalise_times on) is local time.
+    return value.astimezone(UTC) if isinstance(value, datetime) else None

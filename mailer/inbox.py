@@ -1,7 +1,7 @@
 """The IMAP message source for the coordinators' inbox.
 
-This and mailer/imapfetch.py (its quick reader of FETCH replies) are the only modules in Rapport
-that import imapclient.  :class:`ImapSource` implements :class:`~mailer.source.MessageSource`
+The only module in Rapport that talks IMAP (through IMAPClient); mailer/imapfetch.py reads the
+FETCH replies for it.  :class:`ImapSource` implements :class:`~mailer.source.MessageSource`
 (mailer/source.py describes cursors and why reading leaves unread mail unread); the Maildir
 source is in mailer/maildir.py.  Folders are opened read-only (EXAMINE) and fetched with
 ``BODY.PEEK`` (never ``BODY[]`` or ``RFC822``, which set ``\\Seen``); only
@@ -17,13 +17,12 @@ import ssl
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 
-from mailer.imapfetch import fetch
+from mailer.imapfetch import as_bytes, flag_text, groups, parse_fetch, utc
 from mailer.source import (
     ClosingSource,
     Cursor,
@@ -370,20 +369,20 @@ class ImapSource(ClosingSource):
             data = meta.get(uid, {})
             if not data and uid not in problems:
                 continue  # expunged since the SEARCH
-            raw = _bytes(bodies.get(uid, {}).get(b"BODY[]"))
+            raw = as_bytes(bodies.get(uid, {}).get(b"BODY[]"))
             complete = raw is not None
             if raw is None:
-                raw = _bytes(headers.get(uid, {}).get(b"BODY[HEADER]"))
+                raw = as_bytes(headers.get(uid, {}).get(b"BODY[HEADER]"))
             items.append(
                 Fetched(
                     folder=folder,
                     uid=uid,
                     uidvalidity=validity,
                     size=sizes.get(uid, 0),
-                    internaldate=_utc(data.get(b"INTERNALDATE")),
+                    internaldate=utc(data.get(b"INTERNALDATE")),
                     raw=raw or b"",
                     complete=complete,
-                    flags=tuple(_str(flag) for flag in data.get(b"FLAGS", ())),
+                    flags=tuple(flag_text(flag) for flag in data.get(b"FLAGS", ())),
                     problem=problems.get(uid),
                 )
             )
@@ -403,9 +402,9 @@ class ImapSource(ClosingSource):
         """
         found: dict[int, dict[bytes, Any]] = {}
         problems: dict[int, str] = {}
-        for group in _groups(uids, sizes or {}):
+        for group in groups(uids, sizes or {}, FETCH_BYTES):
             try:
-                found.update(fetch(client, group, items))
+                found.update(_uid_fetch(client, group, items))
             except IMAPClientAbortError:
                 raise
             except IMAPClientError as exc:
@@ -420,18 +419,21 @@ class ImapSource(ClosingSource):
         return found, problems
 
 
-def _groups(uids: list[int], sizes: dict[int, int]) -> Iterator[list[int]]:
-    group: list[int] = []
-    total = 0
-    for uid in uids:
-        size = sizes.get(uid, 0)
-        if group and total + size > FETCH_BYTES:
-            yield group
-            group, total = [], 0
-        group.append(uid)
-        total += size
-    if group:
-        yield group
+def _uid_fetch(client: IMAPClient, uids: Sequence[int], items: Sequence[str]) -> dict[int, Any]:
+    """``client.fetch(uids, items)`` by UID, the same result, read by mailer/imapfetch.py.
+
+    The command goes through IMAPClient's imaplib connection; a refused one raises
+    ``IMAPClientError`` as ``IMAPClient.fetch`` does (imaplib's own errors are IMAPClient's)."""
+    if not uids:
+        return {}
+    imap = client._imap
+    typ, data = imap.uid("FETCH", ",".join(str(uid) for uid in uids), f"({' '.join(items)})")
+    if typ != "OK":
+        text = data[0] if data else b""
+        detail = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+        raise IMAPClientError(f"fetch failed: {detail}")
+    response = parse_fetch(data, client.normalise_times)
+    return {uid: response[uid] for uid in uids if uid in response}
 
 
 def _tls_failure(netloc: str, exc: ssl.SSLError) -> str:
@@ -464,16 +466,3 @@ def _quiet_imaplib(client: IMAPClient) -> None:
 def _shutdown_quietly(client: IMAPClient) -> None:
     with contextlib.suppress(Exception):
         client.shutdown()
-
-
-def _bytes(value: object) -> bytes | None:
-    return bytes(value) if isinstance(value, bytes | bytearray) else None
-
-
-def _str(flag: object) -> str:
-    return flag.decode("ascii", "replace") if isinstance(flag, bytes) else str(flag)
-
-
-def _utc(value: object) -> datetime | None:
-    # A naive INTERNALDATE (a client with normalise_times on) is local time.
-    return value.astimezone(UTC) if isinstance(value, datetime) else None

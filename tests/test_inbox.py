@@ -47,7 +47,7 @@ def faulty(*, hide: str = "", broken_uid: int = 0) -> Callable[..., Any]:
             return uid_command(command, *args)
 
         client.has_capability = has_capability
-        client._imap.uid = broken_uid_command  # the connection mailer/imapfetch.py reads
+        client._imap.uid = broken_uid_command  # the connection the FETCH goes through
         return client
 
     return connect
