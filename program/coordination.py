@@ -33,7 +33,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from program import matching
-from program.csvinput import Invalid, check_email
+from program.csvinput import BIDI_CONTROLS, Invalid, check_email
 from program.errors import NotFound, StateError, UsageError
 from program.models import (
     CANCELLED,
@@ -56,7 +56,9 @@ def clean_text(text: str, what: str) -> str:
     value = text.strip()
     if not value:
         raise UsageError(f"{what}: empty; say in a few words what it is about")
-    bad = sorted({f"U+{ord(c):04X}" for c in value if unicodedata.category(c) == "Cc"})
+    bad = sorted(
+        {f"U+{ord(c):04X}" for c in value if unicodedata.category(c) == "Cc" or c in BIDI_CONTROLS}
+    )
     if bad:
         raise UsageError(
             f"{what}: control characters are not allowed ({', '.join(bad)}); write one line"

@@ -61,10 +61,17 @@ def _countries() -> frozenset[str]:
     return frozenset(country.alpha_2 for country in pycountry.countries) | {"XK"}
 
 
+# The bidirectional embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069).  A name in
+# Arabic or Hebrew needs none of them (the bidi algorithm orders it; the marks U+200E/U+200F stay
+# allowed), but they can make a name in a report or on a terminal read as something else.
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def control_character(text: str) -> str | None:
     """A description of the first control character in ``text`` (CR, LF, NUL, TAB, DEL, the C1
-    controls, the Unicode line and paragraph separators), or None.  Such characters could end a
-    mail header early or garble a line, so no field that can reach an email may hold one."""
+    controls, the Unicode line and paragraph separators, the text-direction controls), or None.
+    Such characters could end a mail header early, garble a line or disguise a name, so no
+    field that can reach an email may hold one."""
     for char in text:
         if char in "\r\n":
             return "a line break"
@@ -72,6 +79,8 @@ def control_character(text: str) -> str | None:
             return "a NUL character"
         if unicodedata.category(char) == "Cc" or char in "\u2028\u2029":
             return f"a control character (U+{ord(char):04X})"
+        if char in BIDI_CONTROLS:
+            return f"a text-direction control (U+{ord(char):04X})"
     return None
 
 

@@ -100,11 +100,12 @@ def test_note_is_kept(project: Project, run: Cli) -> None:
     [
         (("1", "line one\nline two"), 2, "note: control characters are not allowed (U+000A);"),
         (("1", "bell\x07"), 2, "note: control characters are not allowed (U+0007);"),
+        (("1", "ok \u202egnorw"), 2, "note: control characters are not allowed (U+202E);"),
         (("1", "x" * 1001), 2, "note: 1001 characters; at most 1000"),
         (("1", "   "), 2, "note: empty; say in a few words what it is about"),
         (("99", "hello"), 2, "partnership 99: no such partnership"),
     ],
-    ids=["newline", "bell", "too-long", "empty", "unknown"],
+    ids=["newline", "bell", "rtl-override", "too-long", "empty", "unknown"],
 )
 def test_bad_notes_are_refused(
     project: Project, run: Cli, args: tuple[str, str], code: int, message: str

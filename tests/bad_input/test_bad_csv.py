@@ -110,6 +110,8 @@ for _kind, _first in (("participants", "name"), ("coordinators", "name"), ("part
             ("line-separator", "Ann\u2028Dupont", "contains a control character (U+2028)"),
             ("paragraph-separator", "Ann\u2029Dupont", "contains a control character (U+2029)"),
             ("next-line-c1", "Ann\x85Dupont", "contains a control character (U+0085)"),
+            ("rtl-override", "Ann \u202eredoC\u202c", "contains a text-direction control (U+202E)"),
+            ("ltr-isolate", "Ann\u2066Dupont", "contains a text-direction control (U+2066)"),
         ):
             REFUSED.append(
                 (
@@ -255,7 +257,8 @@ HOSTILE_NAMES = [
     "{% raw %}{{ config }}",
     "<script>alert(1)</script>",
     '"><img src=x onerror=alert(1)>',
-    "Ann \u202eredoC\u202c Dupont",  # a right-to-left override: odd, but only text
+    "\u0644\u064a\u0644\u0649 \u062d\u062f\u0627\u062f",  # Arabic: no direction controls needed
+    "Ann Dupont \u200f(\u05d3\u05e0\u05d4)",  # a right-to-left mark is allowed
 ]
 
 
