@@ -345,7 +345,11 @@ class Service:
 
     @contextlib.contextmanager
     def _exclusive(self, name: str) -> Iterator[bool]:
-        """On PostgreSQL, an advisory lock for the job (False if another instance holds it)."""
+        """On PostgreSQL, an advisory lock for the job (False if another instance holds it).
+
+        The lock is the session's, so its transaction is committed at once: the connection that
+        holds it waits idle, not "idle in transaction" (which would hold back VACUUM for the
+        whole job, and end it where ``idle_in_transaction_session_timeout`` is set)."""
         if self.engine.dialect.name != "postgresql":
             yield True
             return
@@ -354,6 +358,7 @@ class Service:
             got = bool(
                 connection.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
             )
+            connection.commit()
             try:
                 yield got
             finally:

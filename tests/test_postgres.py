@@ -25,6 +25,7 @@ from mailer import outbox
 from mailer.plan import plan_topics
 from program.config import load_config
 from program.store import current_revision, head_revision, make_engine, session_scope, upgrade
+from rapport.service import Service
 from tests.conftest import SECRET, Project, Result, plain
 from tests.smtp_server import SmtpTestServer
 
@@ -289,3 +290,28 @@ def test_enqueue_counts_only_the_new_keys(project: Project) -> None:
     with session_scope(project.engine) as session:
         assert outbox.enqueue(session, [_outbox_row(n, now) for n in (2, 3, 1, 4)]) == 2
     assert project.scalar("SELECT count(*) FROM outbox") == 4
+
+
+@pytest.mark.databases("postgresql")
+def test_a_job_lock_is_held_by_an_idle_session_and_excludes_another(project: Project) -> None:
+    """The service's job lock (a session advisory lock) excludes a second holder of the same job
+    and leaves its connection idle, not "idle in transaction", while the job runs; it is free
+    again afterwards."""
+    settings = load_config(project.config)
+    one = Service(project.config, settings, project.engine, SECRET.encode())
+    two = Service(project.config, settings, make_engine(project.url), SECRET.encode())
+    states = (
+        "SELECT state FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid"
+        " WHERE l.locktype = 'advisory' AND l.granted"
+    )
+    try:
+        with one._exclusive("daily") as mine:
+            assert mine
+            assert [r["state"] for r in project.rows(states)] == ["idle"]
+            with two._exclusive("daily") as theirs, two._exclusive("report") as other_job:
+                assert theirs is False and other_job is True
+        assert project.rows(states) == []
+        with two._exclusive("daily") as theirs:
+            assert theirs
+    finally:
+        two.engine.dispose()
