@@ -39,25 +39,13 @@ from mailer.compose import (
     _zone,
 )
 from mailer.wire import address_header, mime_boundary, text_header, text_part
+from program import wording
 
 __all__ = ["TEMPLATES", "Notice", "compose_notice", "notice_language"]
 
 # Every kind of notice Rapport sends, by template name.
 TEMPLATES = ("nudge_pair", "nudge_silent", "nudge_coordinators", "concern", "report")
 _PARTS = ("subject", "txt", "html")
-
-_MONTHS = {
-    "en": "January February March April May June July August September October November December",
-    "fr": "janvier février mars avril mai juin juillet août septembre octobre novembre décembre",
-    "es": "enero febrero marzo abril mayo junio julio agosto septiembre octubre noviembre"
-    " diciembre",
-}
-_DATE = {"en": "{d} {m} {y}", "fr": "{d} {m} {y}", "es": "{d} de {m} de {y}"}
-_WEEKDAYS = {
-    "en": "Mon Tue Wed Thu Fri Sat Sun",
-    "fr": "lun. mar. mer. jeu. ven. sam. dim.",
-    "es": "lun. mar. mié. jue. vie. sáb. dom.",
-}
 
 
 @dataclass(frozen=True)
@@ -177,7 +165,8 @@ def _names(composer: Composer) -> frozenset[str]:
 
 
 def _day(value: Any, lang: str) -> str:
-    """A date in words: ``3 March 2026``, ``3 mars 2026``, ``3 de marzo de 2026``."""
+    """A date in words: ``3 March 2026``, ``3 mars 2026`` (``1er avril 2026``), ``3 de marzo de
+    2026``; see :func:`program.wording.date_in_words`."""
     if isinstance(value, str):
         try:
             value = datetime.fromisoformat(value) if "T" in value else date.fromisoformat(value)
@@ -187,8 +176,7 @@ def _day(value: Any, lang: str) -> str:
         value = value.date()
     if not isinstance(value, date):
         return str(value)
-    months = _MONTHS.get(lang, _MONTHS["en"]).split()
-    return _DATE.get(lang, _DATE["en"]).format(d=value.day, m=months[value.month - 1], y=value.year)
+    return wording.date_in_words(value, lang)
 
 
 def _local_time(zone: Any, now: datetime, lang: str) -> str:
@@ -197,5 +185,5 @@ def _local_time(zone: Any, now: datetime, lang: str) -> str:
         local = now.astimezone(_zone(str(zone)))
     except (ZoneInfoNotFoundError, ValueError):
         return ""
-    weekday = _WEEKDAYS.get(lang, _WEEKDAYS["en"]).split()[local.weekday()]
+    weekday = wording.weekday_name(local.weekday(), lang)
     return f"{local:%H:%M}, {weekday}"

@@ -194,9 +194,9 @@ def judge(
     """Judge one partnership at ``now`` (aware) from its members and events (in any order).
 
     ``started`` (aware) is when the partnership began; ``status`` is the partnership's own,
-    ``active``, ``dissolved`` or ``ended``.  Reasons are in ``language`` when Rapport has its words,
-    else in English (only English so far).  Raises ValueError for a naive ``now`` or ``started`` or
-    an unknown status.
+    ``active``, ``dissolved`` or ``ended``.  Reasons are in ``language`` when monitor/phrases.py
+    has its words (English, French, Spanish), else in English.  Raises ValueError for a naive
+    ``now`` or ``started`` or an unknown status.
     """
     return _judge(members, events, started, status, now, thresholds._limits, phrases.book(language))
 
@@ -378,7 +378,7 @@ def _judge(
             which = "since_start" if contact is None else "since_contact"
             heard_since = book.say(which, date=book.date(ref, now))
         subject = book.say("unanswered" if answered else "no_word", who=names[i], since=heard_since)
-        lines.append("; ".join([subject, *answered, *wrote]))
+        lines.append(book.say("and").join([subject, *answered, *wrote]))
     if contact is None:
         key = "starting" if state == STARTING else "no_contact_start"
         lines.append(book.say(key, date=book.date(started, now)))

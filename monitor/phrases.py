@@ -2,7 +2,14 @@
 
 monitor/health.py writes its reasons ("No word from Maria (PL) since 3 March") through a
 :class:`Phrasebook`; a language is added here, as one more phrasebook, without touching the rules.
-Only English so far: other languages fall back to it.
+English, French and Spanish; any other language falls back to English.  Dates in words (month
+names, French "1er") come from program/wording.py, shared with the notices' templates.
+
+The sentences fit together as monitor/health.py assembles them: ``{who}`` is a ``member`` (or
+``nameless``) phrase, ``{date}`` a bare date ("3 March", "3 mars", "3 de marzo"; so the article or
+preposition before it belongs to the sentence: "depuis le {date}", "desde el {date}"), ``{since}``
+one of the ``since_*`` phrases, ``{how}`` ``by_checkin`` or ``by_partner_contact``, ``{times}`` a
+count (``counts``, else ``times``) and ``{sentence}`` a ``concern`` or ``concern_by`` sentence.
 """
 
 from __future__ import annotations
@@ -11,23 +18,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-__all__ = ["ENGLISH", "Phrasebook", "book"]
+from program import wording
+
+__all__ = ["ENGLISH", "FRENCH", "PHRASEBOOKS", "SPANISH", "Phrasebook", "book"]
 
 
 @dataclass(frozen=True, slots=True)
 class Phrasebook:
     """Every word the reasons use, in one language: the one place to translate them."""
 
-    months: str  # space-separated, January first
+    language: str  # a language program/wording.py has calendar words for
     counts: tuple[str, ...]  # 1, 2, ... times, as far as the language has words for them
     sentences: Mapping[str, str]
 
     def date(self, at: datetime, now: datetime) -> str:
+        """``at``'s UTC calendar day in words, with the year only when it is not ``now``'s."""
         day, this_year = at.astimezone(UTC), now.astimezone(UTC).year
-        key = "date" if day.year == this_year else "date_year"
-        return self.sentences[key].format(
-            day=day.day, month=self.months.split()[day.month - 1], year=day.year
-        )
+        return wording.date_in_words(day.date(), self.language, year=day.year != this_year)
 
     def count(self, n: int) -> str:
         return self.counts[n - 1] if 0 < n <= len(self.counts) else self.say("times", n=n)
@@ -37,11 +44,9 @@ class Phrasebook:
 
 
 ENGLISH = Phrasebook(
-    months="January February March April May June July August September October November December",
+    language="en",
     counts=("once", "twice"),
     sentences={
-        "date": "{day} {month}",
-        "date_year": "{day} {month} {year}",
         "times": "{n} times",
         "member": "{name} ({country})",
         "nameless": "participant #{id}",
@@ -54,6 +59,7 @@ ENGLISH = Phrasebook(
         "concern": "Concern raised on {date}",
         "concern_by": "Concern raised by {who} on {date}",
         "detail": "{sentence}: {detail}",
+        "and": "; ",
         "paused": "{who} is paused",
         "by_checkin": "check-in 1 from {who}",
         "by_partner_contact": "{who} wrote to a partner, copying the log address",
@@ -71,8 +77,84 @@ ENGLISH = Phrasebook(
         "said_3": "{who} checked in '3' (not in touch yet) on {date}",
     },
 )
-PHRASEBOOKS = {"en": ENGLISH}
+# French: "{who}" is a name, so no sentence elides before it ("de Anna" would need "d’Anna") and
+# none agrees with its gender.  A no-break space comes before ":" and ";" and inside « », as in
+# the French templates.
+FRENCH = Phrasebook(
+    language="fr",
+    counts=("une fois", "deux fois"),
+    sentences={
+        "times": "{n} fois",
+        "member": "{name} ({country})",
+        "nameless": "membre n° {id}",
+        "dissolved": "Le partenariat a été dissous",
+        "ended": "Le partenariat est terminé",
+        "bouncing": "Les messages à {who} reviennent en erreur depuis le {date}",
+        "unsubscribed": "{who} a demandé sa désinscription le {date}",
+        "suppressed": "Les messages à {who} sont bloqués (désinscription ou adresse invalide)",
+        "withdrew": "{who} a quitté le programme",
+        "concern": "Inquiétude signalée le {date}",
+        "concern_by": "Inquiétude signalée par {who} le {date}",
+        "detail": "{sentence}\u00a0: {detail}",
+        "and": "\u00a0; ",
+        "paused": "{who} est en pause",
+        "by_checkin": "{who} a répondu «\u00a01\u00a0» au point d’étape",
+        "by_partner_contact": "{who} a écrit à un autre membre avec l’adresse de suivi en copie",
+        "contact": "Dernier contact confirmé le {date} ({how})",
+        "no_contact": "Aucun contact confirmé depuis le {date} ({how})",
+        "no_contact_start": "Aucun contact confirmé depuis le début, le {date}",
+        "starting": "Partenariat commencé le {date}\u00a0; pas encore de contact confirmé",
+        "since_own": "depuis le {date}",
+        "since_contact": "depuis le contact confirmé le {date}",
+        "since_start": "depuis le début, le {date}",
+        "no_word": "{who} n’a pas donné de nouvelles {since}",
+        "unanswered": "{who} n’a pas répondu {since}",
+        "wrote": "{who} a écrit {times} sans réponse",
+        "said_2": "{who} a répondu «\u00a02\u00a0» au point d’étape {times}",
+        "said_3": (
+            "{who} a répondu «\u00a03\u00a0» au point d’étape (pas encore de contact) le {date}"
+        ),
+    },
+)
+SPANISH = Phrasebook(
+    language="es",
+    counts=("una vez", "dos veces"),
+    sentences={
+        "times": "{n} veces",
+        "member": "{name} ({country})",
+        "nameless": "participante n.º {id}",
+        "dissolved": "El emparejamiento se disolvió",
+        "ended": "El emparejamiento ha terminado",
+        "bouncing": "El correo a {who} rebota desde el {date}",
+        "unsubscribed": "{who} se dio de baja el {date}",
+        "suppressed": "El correo a {who} está bloqueado (baja o dirección no válida)",
+        "withdrew": "{who} se retiró",
+        "concern": "Preocupación señalada el {date}",
+        "concern_by": "Preocupación señalada por {who} el {date}",
+        "detail": "{sentence}: {detail}",
+        "and": "; ",
+        "paused": "{who} está en pausa",
+        "by_checkin": "{who} respondió «1» al seguimiento",
+        "by_partner_contact": (
+            "{who} escribió a otro miembro con copia a la dirección de seguimiento"
+        ),
+        "contact": "Último contacto confirmado el {date} ({how})",
+        "no_contact": "Sin contacto confirmado desde el {date} ({how})",
+        "no_contact_start": "Sin contacto confirmado desde el inicio, el {date}",
+        "starting": "Empezó el {date}; todavía no hay contacto confirmado",
+        "since_own": "desde el {date}",
+        "since_contact": "desde el contacto confirmado el {date}",
+        "since_start": "desde el inicio, el {date}",
+        "no_word": "Sin noticias de {who} {since}",
+        "unanswered": "{who} no ha respondido {since}",
+        "wrote": "{who} escribió {times} sin respuesta",
+        "said_2": "{who} respondió «2» al seguimiento {times}",
+        "said_3": "{who} respondió «3» al seguimiento (todavía sin contacto) el {date}",
+    },
+)
+PHRASEBOOKS = {"en": ENGLISH, "fr": FRENCH, "es": SPANISH}
 
 
 def book(language: str) -> Phrasebook:
-    return PHRASEBOOKS.get(language, ENGLISH)
+    """The phrasebook for ``language`` (``"fr"``, ``"fr-CA"``, ``"fr_CA"``), else English."""
+    return PHRASEBOOKS.get(wording.language_of(language), ENGLISH)

@@ -188,7 +188,13 @@ HOSTILE_PEOPLE = [
     ("p1@example.org", "=cmd|' /C calc'!A0", "FR", "Europe/Paris", "en"),
     ("p2@example.org", "{{ 7*7 }} {% raw %}", "NZ", "Pacific/Auckland", "fr"),
     ("p3@example.org", "<script>alert(1)</script>", "KE", "Africa/Nairobi", "es"),
-    ("p4@example.org", '"><img src=x onerror=alert(1)> \u0644\u064a\u0644\u0649', "BR", "UTC", "en"),
+    (
+        "p4@example.org",
+        '"><img src=x onerror=alert(1)> \u0644\u064a\u0644\u0649',
+        "BR",
+        "UTC",
+        "en",
+    ),
 ]
 HOSTILE_TOPIC = (
     "+++\ntitle = '{{ 7*7 }} <script>x</script> =1+1'\norder = 1\n+++\n"
