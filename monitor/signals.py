@@ -10,104 +10,28 @@ Only ``human`` messages are activity.  A bounce suppresses the failing participa
 marks them bouncing; an unsubscribe suppresses only the participant the verified key names.
 Nothing of the body is stored unless ``store_bodies`` is set.  The caller owns the transaction.
 
-The statements are built once (a poll records thousands of messages, and building SQLAlchemy
-statements costs far more than running them); lookups that cannot change during a poll are
-cached in the :class:`Recorder`.  :meth:`Recorder.record_many` records a batch with a handful of
-statements instead of several per message: the lookups for the whole batch are made at once
-(``IN`` lists), its inbound rows and then its activity rows are inserted with one executemany
+The statements and batched reads are in monitor/lookups.py, built once; lookups that cannot change
+during a poll are cached in the :class:`Recorder`. :meth:`Recorder.record_many` records a batch with
+a handful of statements instead of several per message: the lookups for the whole batch are made at
+once (``IN`` lists), its inbound rows and then its activity rows are inserted with one executemany
 each, and the result is exactly what recording its messages one by one, in order, would give.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, update
 from sqlmodel import Session
 
+from monitor import lookups
 from monitor.concern import Phrases, find_concern
 from program import replykey
 from program.inbound import BOUNCE, HUMAN, Inbound
-from program.models import (
-    ACTIVITY,
-    ALIASES,
-    INBOUND,
-    MEMBERSHIPS,
-    OUTBOX,
-    PARTICIPANTS,
-    PARTNERSHIPS,
-    REHEARSAL,
-    ROUNDS,
-    SUPPRESSIONS,
-)
-
-MAX_THREAD_IDS = 50
-MAX_IN = 500  # values in one IN list
-
-_SEEN = select(INBOUND.c.id).where(INBOUND.c.message_id == bindparam("b_mid")).limit(1)
-_EMAIL_OF = select(PARTICIPANTS.c.email).where(PARTICIPANTS.c.id == bindparam("b_id"))
-_BY_KEY = select(OUTBOX.c.id, OUTBOX.c.key, OUTBOX.c.participant_id, OUTBOX.c.partnership_id).where(
-    OUTBOX.c.reply_key == bindparam("b_key")
-)
-_BY_KEYS = select(
-    OUTBOX.c.id, OUTBOX.c.key, OUTBOX.c.participant_id, OUTBOX.c.partnership_id, OUTBOX.c.reply_key
-).where(OUTBOX.c.reply_key.in_(bindparam("b_keys", expanding=True)))
-_BY_THREADS = select(
-    OUTBOX.c.id, OUTBOX.c.participant_id, OUTBOX.c.partnership_id, OUTBOX.c.message_id
-).where(
-    OUTBOX.c.message_id.in_(bindparam("b_ids", expanding=True)),
-    OUTBOX.c.participant_id.is_not(None),
-    OUTBOX.c.key.not_like(REHEARSAL + "%"),
-)
-_SEEN_ANY = select(INBOUND.c.message_id).where(
-    INBOUND.c.message_id.in_(bindparam("b_mids", expanding=True))
-)
-_PEOPLE = select(PARTICIPANTS.c.email, PARTICIPANTS.c.id).where(
-    PARTICIPANTS.c.email.in_(bindparam("b_emails", expanding=True))
-)
-_ALIASED = select(ALIASES.c.email, ALIASES.c.participant_id).where(
-    ALIASES.c.email.in_(bindparam("b_emails", expanding=True))
-)
-_INBOUND_IDS = select(INBOUND.c.uid, INBOUND.c.id).where(
-    INBOUND.c.source == bindparam("b_source"),
-    INBOUND.c.folder == bindparam("b_folder"),
-    INBOUND.c.uidvalidity == bindparam("b_validity"),
-    INBOUND.c.uid.in_(bindparam("b_uids", expanding=True)),
-)
-_CURRENT = (
-    select(MEMBERSHIPS.c.partnership_id)
-    .join(PARTNERSHIPS, PARTNERSHIPS.c.id == MEMBERSHIPS.c.partnership_id)
-    .join(ROUNDS, ROUNDS.c.id == MEMBERSHIPS.c.round_id)
-    .where(
-        MEMBERSHIPS.c.participant_id == bindparam("b_id"),
-        PARTNERSHIPS.c.status == "active",
-        ROUNDS.c.status == "active",
-    )
-    .order_by(ROUNDS.c.start.desc())
-    .limit(1)
-)
-_MEMBERS = (
-    select(PARTICIPANTS.c.email, PARTICIPANTS.c.id)
-    .join(MEMBERSHIPS, MEMBERSHIPS.c.participant_id == PARTICIPANTS.c.id)
-    .where(MEMBERSHIPS.c.partnership_id == bindparam("b_id"))
-)
-_MEMBER_ALIASES = (
-    select(ALIASES.c.email, ALIASES.c.participant_id)
-    .join(MEMBERSHIPS, MEMBERSHIPS.c.participant_id == ALIASES.c.participant_id)
-    .where(MEMBERSHIPS.c.partnership_id == bindparam("b_id"))
-)
-_SUPPRESSED = select(SUPPRESSIONS.c.id).where(SUPPRESSIONS.c.email == bindparam("b_email"))
-_INSERT_INBOUND = insert(INBOUND)
-_INSERT_ACTIVITY = insert(ACTIVITY)
-_INSERT_SUPPRESSION = insert(SUPPRESSIONS)
-_MARK_BOUNCING = (
-    update(PARTICIPANTS)
-    .where(PARTICIPANTS.c.id == bindparam("b_id"), PARTICIPANTS.c.bouncing_since.is_(None))
-    .values(bouncing_since=bindparam("b_now"))
-)
+from program.models import INBOUND, REHEARSAL
 
 
 @dataclass(frozen=True)
@@ -142,33 +66,6 @@ class Recorded:
 ToRecord = tuple[Inbound, Received, str | None]
 
 
-def seen(connection: Connection, message_id: str) -> bool:
-    """True when a message with this Message-ID was already recorded."""
-    return connection.execute(_SEEN, {"b_mid": message_id}).first() is not None
-
-
-def _suppress(connection: Connection, email: str, reason: str, detail: str, now: datetime) -> bool:
-    if connection.execute(_SUPPRESSED, {"b_email": email}).first() is not None:
-        return False
-    connection.execute(
-        _INSERT_SUPPRESSION,
-        {"email": email, "reason": reason, "detail": detail[:1000], "created_at": now},
-    )
-    return True
-
-
-def _verified(connection: Connection, key: str, secret: bytes) -> Any:
-    """The outbox row a reply key names, if its HMAC verifies (never a rehearsal's row)."""
-    row = connection.execute(_BY_KEY, {"b_key": key}).first()
-    if (
-        row is not None
-        and not row.key.startswith(REHEARSAL)
-        and replykey.verify(secret, row.key, key)
-    ):
-        return row
-    return None
-
-
 class Recorder:
     """Records messages for one poll, caching what cannot change meanwhile (who an address is,
     who is in a partnership, which outbox row a verified reply key names)."""
@@ -193,11 +90,13 @@ class Recorder:
         """Look up the participants of the addresses not cached yet: by email, else by alias."""
         unknown = list(dict.fromkeys(a for a in addresses if a not in self._people))
         found: dict[str, int] = {}
-        for chunk in _chunks(unknown):
-            found.update((e, i) for e, i in connection.execute(_PEOPLE, {"b_emails": chunk}))
+        for chunk in lookups.chunks(unknown):
+            found.update((e, i) for e, i in connection.execute(lookups.PEOPLE, {"b_emails": chunk}))
         rest = [address for address in unknown if address not in found]
-        for chunk in _chunks(rest):
-            found.update((e, i) for e, i in connection.execute(_ALIASED, {"b_emails": chunk}))
+        for chunk in lookups.chunks(rest):
+            found.update(
+                (e, i) for e, i in connection.execute(lookups.ALIASED, {"b_emails": chunk})
+            )
         for address in unknown:
             self._people[address] = found.get(address)
 
@@ -205,7 +104,7 @@ class Recorder:
         """The participant's active partnership in the most recent active round."""
         if participant_id not in self._current:
             self._current[participant_id] = connection.execute(
-                _CURRENT, {"b_id": participant_id}
+                lookups.CURRENT, {"b_id": participant_id}
             ).scalar()
         return self._current[participant_id]
 
@@ -213,8 +112,10 @@ class Recorder:
         """address -> participant id for every member of the partnership, aliases included."""
         if partnership_id not in self._members:
             params = {"b_id": partnership_id}
-            found = {email: pid for email, pid in connection.execute(_MEMBERS, params)}
-            found.update({email: pid for email, pid in connection.execute(_MEMBER_ALIASES, params)})
+            found = {email: pid for email, pid in connection.execute(lookups.MEMBERS, params)}
+            found.update(
+                {email: pid for email, pid in connection.execute(lookups.MEMBER_ALIASES, params)}
+            )
             self._members[partnership_id] = found
         return self._members[partnership_id]
 
@@ -236,7 +137,7 @@ class Recorder:
         """:meth:`record` for each ``(inbound, received, error)`` of ``batch``, in order, with
         the same outcome, in a few statements: lookups for the whole batch first, then one
         executemany for the inbound rows and one for the activity rows."""
-        stored = _stored(connection, [received.message_id for _, received, _ in batch])
+        stored = lookups.stored(connection, [received.message_id for _, received, _ in batch])
         self._learn(
             connection,
             [inbound.sender for inbound, _, _ in batch if inbound.sender]
@@ -246,9 +147,10 @@ class Recorder:
             connection, {inbound.reply_key for inbound, _, _ in batch if inbound.reply_key}
         )
         thread_ids = [  # a reply's thread is looked at only when it has no verified key
-            [] if inbound.reply_key in keyed else _thread_ids(inbound) for inbound, _, _ in batch
+            [] if inbound.reply_key in keyed else lookups.thread_ids(inbound)
+            for inbound, _, _ in batch
         ]
-        threads = _threads(connection, {i for ids in thread_ids for i in ids})
+        threads = lookups.threads(connection, {i for ids in thread_ids for i in ids})
 
         results: list[Recorded] = []
         rows: list[dict[str, Any]] = []
@@ -359,8 +261,8 @@ class Recorder:
                     if phrase is not None:
                         event(result, occurred, "concern", *who, None, phrase[:200])
             if inbound.unsubscribe and key is not None and result.matched_by == "reply_key":
-                email = connection.execute(_EMAIL_OF, {"b_id": key.participant_id}).scalar()
-                if email and _suppress(
+                email = connection.execute(lookups.EMAIL_OF, {"b_id": key.participant_id}).scalar()
+                if email and lookups.suppress(
                     connection, email, "unsubscribe", f"reply {received.message_id}", now
                 ):
                     result.suppressed.append(email)
@@ -370,86 +272,39 @@ class Recorder:
                     participant = self._people[address]
                     if participant is None:
                         continue
-                    if _suppress(connection, address, "bounce", inbound.reason[:200], now):
+                    if lookups.suppress(connection, address, "bounce", inbound.reason[:200], now):
                         result.suppressed.append(address)
-                    connection.execute(_MARK_BOUNCING, {"b_id": participant, "b_now": now})
+                    connection.execute(lookups.MARK_BOUNCING, {"b_id": participant, "b_now": now})
                     partnership = self.current_partnership(connection, participant)
                     event(result, occurred, "bounce", participant, partnership)
 
         if rows:
-            connection.execute(_INSERT_INBOUND, rows)
-            for result, inbound_id in zip(owners, _inserted_ids(connection, rows), strict=True):
+            connection.execute(lookups.INSERT_INBOUND, rows)
+            for result, inbound_id in zip(
+                owners, lookups.inserted_ids(connection, rows), strict=True
+            ):
                 result.inbound_id = inbound_id
         if events:
             connection.execute(
-                _INSERT_ACTIVITY,
+                lookups.INSERT_ACTIVITY,
                 [{**values, "inbound_id": result.inbound_id} for result, values in events],
             )
         return results
 
     def _verified_keys(self, connection: Connection, keys: set[str]) -> dict[str, Any]:
-        """key -> the outbox row it names, for the keys whose HMAC verifies (see _verified).
+        """key -> the outbox row it names, for the keys whose HMAC verifies (see verified).
 
         A verified key is remembered (a participant's replies and auto-replies carry the same
         one); a key that did not verify is looked up again next time.
         """
         found = {key: self._keys[key] for key in keys if key in self._keys}
-        for chunk in _chunks(sorted(keys - found.keys())):
-            for row in connection.execute(_BY_KEYS, {"b_keys": chunk}):
+        for chunk in lookups.chunks(sorted(keys - found.keys())):
+            for row in connection.execute(lookups.BY_KEYS, {"b_keys": chunk}):
                 if not row.key.startswith(REHEARSAL) and replykey.verify(
                     self.secret, row.key, row.reply_key
                 ):
                     found[row.reply_key] = self._keys[row.reply_key] = row
         return found
-
-
-def _chunks(values: Sequence[str]) -> Iterator[list[str]]:
-    for start in range(0, len(values), MAX_IN):
-        yield list(values[start : start + MAX_IN])
-
-
-def _stored(connection: Connection, message_ids: list[str]) -> set[str]:
-    """Which of these Message-IDs were recorded before (see :func:`seen`)."""
-    found: set[str] = set()
-    for chunk in _chunks(sorted(set(message_ids))):
-        found.update(connection.execute(_SEEN_ANY, {"b_mids": chunk}).scalars())
-    return found
-
-
-def _thread_ids(inbound: Inbound) -> list[str]:
-    return [i for i in (inbound.in_reply_to, *inbound.references) if i][:MAX_THREAD_IDS]
-
-
-def _threads(connection: Connection, message_ids: set[str]) -> dict[str, list[Any]]:
-    """Message-ID -> the outbox rows (of a participant, not a rehearsal) sent with it.
-
-    A reply's thread is the newest of the rows its In-Reply-To and References name.
-    """
-    found: dict[str, list[Any]] = {}
-    for chunk in _chunks(sorted(message_ids)):
-        for row in connection.execute(_BY_THREADS, {"b_ids": chunk}):
-            found.setdefault(row.message_id, []).append(row)
-    return found
-
-
-def _inserted_ids(connection: Connection, rows: list[dict[str, Any]]) -> list[int]:
-    """The ids of ``rows`` just inserted, in order, read back by their unique key (source,
-    folder, uidvalidity, uid): portable, and cheaper than RETURNING row by row."""
-    ids: dict[tuple[str, str, int, int], int] = {}
-    places: dict[tuple[str, str, int], list[int]] = {}
-    for row in rows:
-        places.setdefault((row["source"], row["folder"], row["uidvalidity"]), []).append(row["uid"])
-    for (source, folder, validity), uids in places.items():
-        for start in range(0, len(uids), MAX_IN):
-            params = {
-                "b_source": source,
-                "b_folder": folder,
-                "b_validity": validity,
-                "b_uids": uids[start : start + MAX_IN],
-            }
-            for uid, inbound_id in connection.execute(_INBOUND_IDS, params):
-                ids[(source, folder, validity, uid)] = inbound_id
-    return [ids[(r["source"], r["folder"], r["uidvalidity"], r["uid"])] for r in rows]
 
 
 def record(
@@ -479,15 +334,15 @@ def unsubscribe(session: Session, key: str, *, secret: bytes, now: datetime) -> 
     Returns their address, or None when the key does not verify (nothing is changed then).
     """
     connection = session.connection()
-    row = _verified(connection, key.strip().lower(), secret)
+    row = lookups.verified(connection, key.strip().lower(), secret)
     if row is None or row.participant_id is None:
         return None
-    email = connection.execute(_EMAIL_OF, {"b_id": row.participant_id}).scalar()
+    email = connection.execute(lookups.EMAIL_OF, {"b_id": row.participant_id}).scalar()
     if email is None:
         return None
-    _suppress(connection, email, "unsubscribe", "one-click", now)
+    lookups.suppress(connection, email, "unsubscribe", "one-click", now)
     connection.execute(
-        _INSERT_ACTIVITY,
+        lookups.INSERT_ACTIVITY,
         {
             "partnership_id": row.partnership_id,
             "participant_id": row.participant_id,
