@@ -27,6 +27,7 @@ from email.mime.multipart import MIMEMultipart
 from email.utils import format_datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
@@ -81,12 +82,16 @@ class ComposeError(RapportError):
 
 @dataclass(frozen=True)
 class Person:
-    """A participant: ``country`` is ISO 3166 alpha-2 (``"PL"``), ``timezone`` an IANA name."""
+    """A participant: ``country`` is ISO 3166 alpha-2 (``"PL"``), ``timezone`` an IANA name.
+
+    ``reachable`` is False for a partner whose mail bounces or whose address is suppressed: the
+    topic email then does not send the recipient to that address, and says so."""
 
     name: str
     email: str
     country: str
     timezone: str
+    reachable: bool = True
 
 
 @dataclass(frozen=True)
@@ -193,8 +198,12 @@ class Composer:
             "unsubscribe_url": url if url and _is_https(url) else None,
             "log_mailto": _mailto([mail.log_address]),
             "unsubscribe_mailto": _mailto([mail.unsubscribe_address], subject="unsubscribe"),
+            "reachable": [p for p in partners if p["reachable"]],
+            "unreachable": [p for p in partners if not p["reachable"]],
             "write_url": _mailto(
-                [p["email"] for p in partners], cc=mail.log_address, subject=mail.topic_title
+                [p["email"] for p in partners if p["reachable"]],
+                cc=mail.log_address,
+                subject=mail.topic_title,
             ),
             "topic_text": markdown_to_text(mail.topic_markdown),
             "topic_html": Markup(markdown_to_html(mail.topic_markdown)),
@@ -323,7 +332,7 @@ def _mailto(to: Iterable[str], *, cc: str | None = None, subject: str | None = N
 
 def _partner_view(
     person: Person, field: str, countries: dict[str, str], now: datetime, key: str
-) -> dict[str, str]:
+) -> dict[str, Any]:
     try:
         local = now.astimezone(_zone(person.timezone))
     except (ZoneInfoNotFoundError, ValueError) as exc:
@@ -343,6 +352,7 @@ def _partner_view(
         "country": countries.get(code, code),
         "timezone": person.timezone,
         "time_zone": f"{person.timezone.replace('_', ' ')} ({label})",
+        "reachable": person.reachable,
     }
 
 

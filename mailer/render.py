@@ -14,14 +14,14 @@ from datetime import datetime
 from email.message import Message
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from mailer import outbox
 from mailer.compose import Composer, Person, TopicEmail
 from mailer.notice import Notice
 from mailer.plan import topic_key
 from program.errors import NotFound
-from program.models import MEMBERSHIPS, PARTICIPANTS, ROUNDS, TOPIC_TEXTS, TOPICS
+from program.models import MEMBERSHIPS, PARTICIPANTS, ROUNDS, SUPPRESSIONS, TOPIC_TEXTS, TOPICS
 from program.replykey import message_id, reply_key
 from program.settings import Settings
 
@@ -50,8 +50,27 @@ def pick_text(texts: dict[tuple[int, str], Any], topic_id: int, language: str, d
     return candidates[0] if candidates else None
 
 
-def _person(row: Any) -> Person:
-    return Person(name=row.name, email=row.email, country=row.country, timezone=row.timezone)
+def _person(row: Any, blocked: frozenset[str] = frozenset()) -> Person:
+    """A participant row as the composer sees it; not ``reachable`` when their mail bounces or
+    their address is in ``blocked`` (suppressed)."""
+    return Person(
+        name=row.name,
+        email=row.email,
+        country=row.country,
+        timezone=row.timezone,
+        reachable=row.bouncing_since is None and row.email not in blocked,
+    )
+
+
+def _blocked(connection: Connection, emails: set[str]) -> frozenset[str]:
+    """Which of ``emails`` are suppressed (unsubscribed or undeliverable)."""
+    found: set[str] = set()
+    ordered = sorted(emails)
+    for start in range(0, len(ordered), 500):
+        chunk = ordered[start : start + 500]
+        query = select(SUPPRESSIONS.c.email).where(SUPPRESSIONS.c.email.in_(chunk))
+        found.update(connection.execute(query).scalars())
+    return frozenset(found)
 
 
 class Renderer:
@@ -94,6 +113,10 @@ class Renderer:
                     select(participants).where(participants.c.id.in_(wanted))
                 ):
                     people[p.id] = p
+            partner_ids = {pid for group in by_partnership.values() for pid in group}
+            blocked = _blocked(
+                connection, {people[pid].email for pid in partner_ids if pid in people}
+            )
             topic_ids = {r.topic_id for r in rows if r.topic_id}
             topic_rows: dict[int, Any] = {}
             text_rows: dict[tuple[int, str], Any] = {}
@@ -118,7 +141,7 @@ class Renderer:
                 yield Item(row, None, "its participant or topic no longer exists")
                 continue
             partners = tuple(
-                _person(people[pid])
+                _person(people[pid], blocked)
                 for pid in by_partnership.get(row.partnership_id, [])
                 if pid != person.id
             )
@@ -275,6 +298,7 @@ def preview(
             .where(members.c.partnership_id == partnership_id, participants.c.id != person.id)
             .order_by(members.c.position)
         ).all()
+        blocked = _blocked(connection, {p.email for p in partner_rows})
     text = pick_text(text_rows, topic.id, person.language, settings.program.default_language)
     if text is None:
         raise NotFound(f"round {name}: topic {order} has no text")
@@ -284,7 +308,7 @@ def preview(
         key,
         reply_key(secret, key),
         _person(person),
-        tuple(_person(p) for p in partner_rows),
+        tuple(_person(p, blocked) for p in partner_rows),
         order,
         text,
         name,

@@ -13,6 +13,7 @@ database.  Network timeouts are the config's own.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 from collections.abc import Iterator
@@ -272,7 +273,11 @@ def settings_info(settings: Settings) -> Iterator[Line]:
 def _render_topic(
     composer: Composer, settings: Settings, kind: str, lang: str, now: datetime
 ) -> None:
-    recipient, *partners = (Person(**p) for p in samples.PEOPLE)
+    recipient, *partners = (
+        Person(p["name"], p["email"], p["country"], p["timezone"]) for p in samples.PEOPLE
+    )
+    # The last partner's mail bounces: both ways of naming a partner are rendered.
+    partners[-1] = dataclasses.replace(partners[-1], reachable=False)
     mail = topic_email(
         settings,
         f"topic/doctor/1/{recipient.email}",

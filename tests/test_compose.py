@@ -10,6 +10,7 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import format_datetime
+from html import unescape
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -58,6 +59,7 @@ CHECKIN = {
 MARIA = Person("Maria Kowalska", "maria@example.org", "PL", "Europe/Warsaw")
 ANA = Person("Ana López", "ana@example.org", "ES", "Europe/Madrid")
 LI = Person("Li Wei", "li@example.cn", "CN", "Asia/Shanghai")
+GONE = Person("Li Wei", "li@example.cn", "CN", "Asia/Shanghai", reachable=False)  # bounces
 
 
 def make_mail(**changes: object) -> TopicEmail:
@@ -109,7 +111,7 @@ def test_every_template_renders_in_every_language(composer: Composer) -> None:
     for path in TEMPLATE_DIR.glob("*/topic*"):
         assert path.name in TOPIC_TEMPLATES, f"{path.parent.name}/{path.name} is not tested"
     for lang in sorted(composer.languages):
-        for partners in ((ANA,), (ANA, LI)):
+        for partners in ((ANA,), (ANA, LI), (GONE,), (ANA, GONE)):
             rendered = composer.render(make_mail(language=lang, partners=partners), now=NOW)
             assert rendered.language == lang
             assert "Libraries and open data" in rendered.subject
@@ -117,9 +119,41 @@ def test_every_template_renders_in_every_language(composer: Composer) -> None:
             for body in (rendered.text, rendered.html):
                 assert "Maria Kowalska" in body
                 assert all(p.name in body for p in partners)
-                assert "coordinators+log@example.org" in body
+                if any(p.reachable for p in partners):  # else there is no one to write to
+                    assert "coordinators+log@example.org" in body
             assert rendered.html.startswith("<!DOCTYPE html>")
             assert f'<html lang="{lang}">' in rendered.html
+
+
+UNREACHABLE = {
+    "en": "We cannot reach Li Wei by email at the moment",
+    "fr": "Nous ne parvenons pas à joindre Li Wei par e-mail pour le moment",
+    "es": "Por ahora no podemos escribir a Li Wei por correo electrónico",
+}
+
+
+@pytest.mark.parametrize("lang", ["en", "fr", "es"])
+@pytest.mark.parametrize("partners", [(GONE,), (ANA, GONE)], ids=["pair", "triad"])
+def test_a_partner_whose_mail_bounces_is_named_but_not_offered(
+    composer: Composer, lang: str, partners: tuple[Person, ...]
+) -> None:
+    """A partner whose mail bounces is still named, but their address is not given, linked or put
+    in the Write button; the email says the coordinators are on it; a reachable partner is."""
+    text, html = parts(parse(wire(composer, make_mail(language=lang, partners=partners))))
+    for body in (text, html):
+        assert "Li Wei" in body and UNREACHABLE[lang] in body
+        assert "li@example.cn" not in body
+    hrefs = [unescape(h) for h in re.findall(r'href="([^"]+)"', html)]
+    assert not any("li@example.cn" in h for h in hrefs)
+    writes = [h for h in hrefs if h.startswith("mailto:") and "cc=" in h]
+    if partners == (GONE,):
+        assert writes == []  # no one to write to: no button
+    else:
+        assert writes == [
+            "mailto:ana@example.org?cc=coordinators%2Blog%40example.org"
+            "&subject=Libraries%20and%20open%20data"
+        ]
+        assert "ana@example.org" in text and "\n\n" + UNREACHABLE[lang] in text
 
 
 def test_headers_are_present_and_correct(composer: Composer) -> None:

@@ -297,6 +297,42 @@ def test_smtp_down_stops_the_pass_and_loses_nothing(
     assert {row["attempts"] for row in _rows(project)} == {0}
 
 
+def test_a_partner_whose_mail_bounces_is_not_offered_to_the_other(
+    project: Project, cli: Cli, smtp_server: SmtpTestServer
+) -> None:
+    """Kelsey's mail bounces and Łukasz unsubscribed: Amara's and Ana's topic emails name them
+    but neither gives nor links their address; preview shows the same; others are unchanged."""
+    _setup(project, cli, smtp_server)
+    project.execute(
+        "UPDATE participant SET bouncing_since = ? WHERE email = ?",
+        "2027-02-20 10:00:00",
+        "kelsey@example.org",
+    )
+    project.execute(
+        "INSERT INTO suppression (email, reason, detail, created_at) VALUES (?, ?, ?, ?)",
+        "lukasz@example.org",
+        "unsubscribe",
+        "reply",
+        "2027-02-20 10:00:00",
+    )
+    cli("--config", project.config, "send", "--now", "2027-03-01T23:00:00Z")
+    for reader, gone, name in (
+        ("amara@example.org", "kelsey@example.org", "Kelsey Brown"),
+        ("ana@example.org", "lukasz@example.org", "Łukasz Nowak"),
+    ):
+        message = _parsed(smtp_server, reader)
+        for part in ("plain", "html"):
+            body = message.get_body((part,)).get_content()  # type: ignore[union-attr]
+            assert name in body and gone not in body, (reader, part)
+    priya = _parsed(smtp_server, "wang@example.org").get_body(("plain",))
+    assert "priya@example.org" in priya.get_content()  # type: ignore[union-attr]
+    preview = cli(
+        "--config", project.config, "preview", "topic", "1", "--participant", "amara@example.org"
+    )
+    assert preview.code == 0 and "Kelsey Brown" in preview.out
+    assert "kelsey@example.org" not in preview.out
+
+
 def test_preview_shows_the_email_without_sending(
     project: Project, cli: Cli, smtp_server: SmtpTestServer, tmp_path: Path
 ) -> None:
