@@ -171,7 +171,7 @@ def _topic(connection: Connection, number: int) -> str:
     languages = ", ".join(f"{n} in {lang}" for lang, n in spoken.most_common())
     text = (
         f"topic {number} “{texts.get('en', '?')}” to {len(sent)} participants ({languages}),"
-        " each at 09:00 in their own time zone"
+        " each due at 09:00 in their own time zone (the demo sends a day's mail in one pass)"
     )
     held = len(rows) - len(sent)
     if held:
