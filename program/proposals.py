@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import cast
 
 from sqlalchemy import update
@@ -25,21 +25,28 @@ from program.errors import NotFound, StateError, UsageError
 from program.models import MatchProposal, Membership, Participant, Partnership, Round
 
 
-def _round(session: Session, name: str | None) -> Round:
-    """The round called ``name``, else the active round that started last."""
+def _round(session: Session, name: str | None, now: datetime) -> Round:
+    """The round called ``name``, else the active round that started last by ``now`` (else,
+    when none has started, the next to start): a round opened for next term is not the one
+    whose pairs need re-matching today."""
     if name is not None:
         found = session.exec(select(Round).where(Round.name == name)).first()
         if found is None:
             raise NotFound(f"round {name}: no such round (see `rapport round list`)")
         return found
-    latest = session.exec(
-        select(Round)
-        .where(Round.status == "active")
-        .order_by(col(Round.start).desc(), col(Round.id).desc())
-    ).first()
-    if latest is None:
+    today = now.astimezone(UTC).date()
+    active = select(Round).where(Round.status == "active")
+    chosen = (
+        session.exec(
+            active.where(col(Round.start) <= today).order_by(
+                col(Round.start).desc(), col(Round.id).desc()
+            )
+        ).first()
+        or session.exec(active.order_by(col(Round.start), col(Round.id))).first()
+    )
+    if chosen is None:
         raise NotFound("no active round; name one with --round")
-    return latest
+    return chosen
 
 
 @dataclass
@@ -54,7 +61,7 @@ class Suggested:
 
 def suggest(round_name: str | None, *, session: Session, now: datetime) -> Suggested:
     """Propose partners for the people left alone, replacing the round's open proposals."""
-    round_ = _round(session, round_name)
+    round_ = _round(session, round_name, now)
     round_id = cast(int, round_.id)
     people, groups = round_data(round_id, session=session)
     found = matching.suggest(people, groups, now=now)

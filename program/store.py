@@ -130,10 +130,15 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
 
 
 def require_current(engine: Engine) -> None:
-    """Refuse to work on a database that is missing or behind this version's schema."""
+    """Refuse to work on a database that is missing or behind this version's schema.
+
+    A missing SQLite file is refused before connecting, which would create an empty one."""
+    file = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
+    if file and file != ":memory:" and not Path(file).exists():
+        raise DatabaseError(f"{file}: no database yet: run `rapport db upgrade` to create it")
     current, head = current_revision(engine), head_revision()
     if current is None:
-        raise DatabaseError("the database is empty: run `rapport init` or `rapport db upgrade`")
+        raise DatabaseError("the database is empty: run `rapport db upgrade`")
     if current != head:
         raise DatabaseError(
             f"the database is at migration {current}, this version needs {head}:"

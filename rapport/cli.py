@@ -115,7 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--end", type=_date)
     create.add_argument("--cadence-days", type=_positive, default=14)
     now_option(create)
-    rounds.add_parser("list", help="list the rounds")
+    listing = rounds.add_parser(
+        "list", help="list the rounds (an active round is upcoming before its start, ended after)"
+    )
+    now_option(listing)
 
     topics = commands.add_parser("topics", help="topics").add_subparsers(
         dest="topics_command", required=True, parser_class=_Parser
@@ -199,7 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
         "match", help="new partners for participants left alone"
     ).add_subparsers(dest="match_command", required=True, parser_class=_Parser)
     suggest = match.add_parser("suggest", help="propose partners (changes no partnership)")
-    suggest.add_argument("--round", metavar="NAME", help="the round (default: the latest active)")
+    suggest.add_argument(
+        "--round", metavar="NAME", help="the round (default: the active round that started last)"
+    )
     suggest.add_argument("--json", action="store_true", help="one JSON object per proposal")
     now_option(suggest)
     apply = match.add_parser("apply", help="make proposed pairs into partnerships")
@@ -269,7 +274,18 @@ def build_parser() -> argparse.ArgumentParser:
     retry = ob_sub.add_parser("retry", help="send a row again (uncertain, failed, late, ...)")
     retry.add_argument("id", type=_positive)
     now_option(retry)
+    _name_the_choices(parser)
     return parser
+
+
+def _name_the_choices(parser: argparse.ArgumentParser) -> None:
+    """Show each group of subcommands as ``{a,b,c}`` in usage and errors ("the following
+    arguments are required: {pause,resume,...}"), never its internal ``dest`` name."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            action.metavar = action.metavar or "{" + ",".join(action.choices) + "}"
+            for sub in action.choices.values():
+                _name_the_choices(sub)
 
 
 class Context:
@@ -371,6 +387,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+    except OSError as exc:  # a file or folder the command could not use: no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"rapport: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

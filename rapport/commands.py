@@ -11,7 +11,7 @@ import signal
 import sys
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from email.header import decode_header, make_header
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -114,12 +114,25 @@ def cmd_round(ctx: Context) -> int:
                 f" a topic every {created.cadence_days} days"
             )
             return 0
+        today = ctx.now.astimezone(UTC).date()
         rows = [
-            [r.name, str(r.start), str(r.end or "-"), str(r.cadence_days), r.status]
+            [r.name, str(r.start), str(r.end or "-"), str(r.cadence_days), _round_state(r, today)]
             for r in roster.list_rounds(session=session)
         ]
     print(_table(rows, ["round", "start", "end", "cadence", "status"]) if rows else "no rounds yet")
     return 0
+
+
+def _round_state(round_: Any, today: date) -> str:
+    """A round's status as of ``today`` (UTC): an active round is ``upcoming`` before its start
+    and ``ended`` after its end date, as health judges it."""
+    if round_.status != "active":
+        return str(round_.status)
+    if today < round_.start:
+        return "upcoming"
+    if round_.end is not None and today > round_.end:
+        return "ended"
+    return "active"
 
 
 def cmd_topics(ctx: Context) -> int:
@@ -169,7 +182,10 @@ def cmd_preview(ctx: Context) -> int:
     if args.html:
         if html is None:  # pragma: no cover - every topic email has an HTML part
             raise NotFound("this message has no HTML part")
-        args.html.write_text(html, encoding="utf-8")
+        try:
+            args.html.write_text(html, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"{args.html}: cannot write: {exc.strerror}") from None
         print(f"(HTML part written to {args.html})", file=sys.stderr)
     return 0
 

@@ -100,7 +100,7 @@ def check_database(settings: Settings) -> Line:
     url = database_url(settings)
     parsed = make_url(url)
     subject = f"database {parsed.render_as_string(hide_password=True)}"
-    upgrade = "run `rapport init` (new) or `rapport db upgrade`"
+    upgrade = "run `rapport db upgrade` to create it"
     # Opening a missing SQLite file would create it: say so instead.
     file = parsed.database if parsed.get_backend_name() == "sqlite" else None
     if file and file != ":memory:" and not Path(file).is_file():
@@ -117,7 +117,7 @@ def check_database(settings: Settings) -> Line:
         return Line(FAIL, subject, str(getattr(exc, "orig", None) or exc))
     head = head_revision()
     if current is None:
-        return Line(FAIL, subject, f"the database is empty: {upgrade}")
+        return Line(FAIL, subject, "the database is empty: run `rapport db upgrade`")
     if current != head:
         return Line(
             FAIL,

@@ -430,6 +430,13 @@ def _configure_logging() -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler.scheduler").addFilter(_skip_busy_notes)
+
+
+def _skip_busy_notes(record: logging.LogRecord) -> bool:
+    """Drop APScheduler's warning that a job's next run was skipped while it still runs: with
+    ``max_instances=1`` that is the schedule working (a long poll, say), not a problem."""
+    return "maximum number of running instances reached" not in record.getMessage()
 
 
 def cmd_serve(ctx: Context) -> int:
@@ -441,11 +448,15 @@ def cmd_serve(ctx: Context) -> int:
     require_current(engine)
     secret = reply_secret()
     _configure_logging()
-    if args.once:
-        service = Service(ctx.path, settings, engine, secret)
-        return service.run_once(args.now or datetime.now(UTC))
+    # On SQLite a pass by hand (--once) and a running service would poll and judge together.
     lock = _single_instance(settings)
     service = Service(ctx.path, settings, engine, secret)
+    if args.once:
+        try:
+            return service.run_once(args.now or datetime.now(UTC))
+        finally:
+            if lock is not None:
+                lock.close()
     signal.signal(signal.SIGTERM, service.request_stop)
     signal.signal(signal.SIGINT, service.request_stop)
     signal.signal(signal.SIGHUP, service.request_reload)

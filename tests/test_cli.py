@@ -58,15 +58,19 @@ def test_migrations_match_the_models(project: Project) -> None:
 
 
 def test_commands_refuse_an_unmigrated_database(tmp_path: Path, cli: Cli) -> None:
-    """A command on an empty database says to run init or db upgrade (exit 1, no traceback)."""
+    """A command on an empty database says to run db upgrade (exit 1, no traceback); with no
+    database file at all it says so, and creates none."""
     proj = Project(tmp_path, tmp_path / "config.toml", tmp_path / "rapport.db")
     proj.write_config()
+    missing = cli("--config", proj.config, "health")
+    assert missing.code == 1 and not proj.db.exists()
+    assert missing.err.strip() == (
+        f"rapport: {proj.db}: no database yet: run `rapport db upgrade` to create it"
+    )
+    proj.db.touch()
     result = cli("--config", proj.config, "round", "list")
     assert result.code == 1
-    assert (
-        result.err.strip()
-        == "rapport: the database is empty: run `rapport init` or `rapport db upgrade`"
-    )
+    assert result.err.strip() == "rapport: the database is empty: run `rapport db upgrade`"
 
 
 BAD_CONFIGS = [
@@ -159,9 +163,13 @@ def test_round_and_topic_listings(project: Project, cli: Cli) -> None:
         created.out.strip()
         == "round 2027-spring: starts 2027-03-01 to 2027-08-31, a topic every 14 days"
     )
-    listing = cli("--config", project.config, "round", "list").out.splitlines()
-    assert listing[0].split() == ["round", "start", "end", "cadence", "status"]
-    assert listing[1].split() == ["2027-spring", "2027-03-01", "2027-08-31", "14", "active"]
+    listing = cli("--config", project.config, "round", "list", "--now", "2027-03-01T00:00Z")
+    assert listing.out.splitlines()[0].split() == ["round", "start", "end", "cadence", "status"]
+    row = ["2027-spring", "2027-03-01", "2027-08-31", "14"]
+    assert listing.out.splitlines()[1].split() == [*row, "active"]
+    for now, state in (("2027-02-28T23:59Z", "upcoming"), ("2027-09-01T00:00Z", "ended")):
+        listing = cli("--config", project.config, "round", "list", "--now", now)
+        assert listing.out.splitlines()[1].split() == [*row, state]
     imported = cli(
         "--config",
         project.config,
@@ -270,3 +278,28 @@ def test_smtp_password_comes_from_the_named_variable(
     endpoint = smtp_endpoint(settings)
     assert (endpoint.username, endpoint.password) == ("mailer", "s3cret-value")
     assert "s3cret-value" not in repr(endpoint)
+
+
+def test_a_folder_that_cannot_be_made_is_an_error_not_a_traceback(tmp_path: Path, cli: Cli) -> None:
+    """An OS error on a path a command was given names the path and exits 1, no traceback."""
+    (tmp_path / "a-file").write_text("", encoding="utf-8")
+    result = cli("demo", "--dir", tmp_path / "a-file" / "demo")
+    assert result.code == 1
+    assert result.err.strip().startswith(f"rapport: {tmp_path / 'a-file' / 'demo'}")
+    assert result.err.strip().endswith(": Not a directory")
+    assert "Traceback" not in result.err
+
+
+@pytest.mark.parametrize(
+    ("args", "choices"),
+    [
+        (["participant"], "{alias,pause,resume,withdraw,address,unsuppress,forget}"),
+        (["import"], "{participants,coordinators,partnerships,topics}"),
+        (["db"], "{upgrade}"),
+    ],
+)
+def test_a_missing_subcommand_names_the_choices(cli: Cli, args: list[str], choices: str) -> None:
+    """A command given without its subcommand lists the choices, not an internal name."""
+    result = cli(*args)
+    assert result.code == 2
+    assert result.err.strip().endswith(f"the following arguments are required: {choices}")

@@ -304,21 +304,18 @@ def test_database_behind_the_head_migration_fails(
 def test_empty_or_missing_database_fails_and_is_not_created(
     project: Project, cli: Cli, smtp_server: SmtpTestServer
 ) -> None:
-    """No file: FAIL and no file made; an empty file: FAIL saying to run init or db upgrade."""
+    """No file: FAIL and no file made; an empty file: FAIL saying to run db upgrade."""
     project.db.unlink()
     configure(project, smtp_server)
     result = cli("--config", project.config, "doctor")
     assert result.code == 1
     assert lines(result)[1] == (
-        f"FAIL database {project.url}: no database file: run `rapport init` (new) or"
-        " `rapport db upgrade`"
+        f"FAIL database {project.url}: no database file: run `rapport db upgrade` to create it"
     )
     assert not project.db.exists()
     project.db.touch()
     result = cli("--config", project.config, "doctor")
-    assert lines(result)[1].endswith(
-        ": the database is empty: run `rapport init` (new) or `rapport db upgrade`"
-    )
+    assert lines(result)[1].endswith(": the database is empty: run `rapport db upgrade`")
     assert result.code == 1
 
 
@@ -326,14 +323,13 @@ def test_empty_or_missing_database_fails_and_is_not_created(
 def test_an_empty_postgresql_database_fails(
     project: Project, cli: Cli, smtp_server: SmtpTestServer, request: pytest.FixtureRequest
 ) -> None:
-    """A reachable database with no tables: FAIL saying to run init or db upgrade."""
+    """A reachable database with no tables: FAIL saying to run db upgrade."""
     project.url = request.getfixturevalue("postgres_database")(empty=True)
     configure(project, smtp_server)
     result = cli("--config", project.config, "doctor")
     assert result.code == 1
     assert lines(result)[1] == (
-        f"FAIL database {project.url}: the database is empty: run `rapport init` (new) or"
-        " `rapport db upgrade`"
+        f"FAIL database {project.url}: the database is empty: run `rapport db upgrade`"
     )
 
 

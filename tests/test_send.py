@@ -361,6 +361,13 @@ def test_preview_shows_the_email_without_sending(
         "--config", project.config, "preview", "topic", "9", "--participant", "amara@example.org"
     )
     assert missing.code == 2 and "no topic 9" in missing.err
+    nowhere = tmp_path / "no such folder" / "topic.html"
+    unwritable = cli(
+        "--config", project.config, "preview", "topic", "1", "--participant", "amara@example.org",
+        "--html", nowhere,
+    )  # fmt: skip
+    assert unwritable.code == 2
+    assert unwritable.err.strip() == f"rapport: {nowhere}: cannot write: No such file or directory"
 
 
 def test_killed_mid_batch_sends_nothing_twice(

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from rapport.service import Notifier
+from rapport.service import Notifier, _skip_busy_notes
 from tests.conftest import Project, Result
 from tests.dovecot import DovecotServer
 from tests.smtp_server import SmtpTestServer
@@ -268,6 +268,7 @@ def test_sigterm_mid_batch_then_restart_sends_everything_once(
 def test_a_second_instance_on_sqlite_refuses_to_start(
     project: Project, cli: Cli, smtp_server: SmtpTestServer, notify: Notify
 ) -> None:
+    """A second `serve`, or a pass by hand with --once, is refused while one serves."""
     _setup(project, cli, smtp_server)
     process = _serve(project, notify)
     try:
@@ -275,6 +276,8 @@ def test_a_second_instance_on_sqlite_refuses_to_start(
         second = cli("--config", project.config, "serve")
         assert second.code == 1
         assert "already running on this database" in second.err
+        once = cli("--config", project.config, "serve", "--once")
+        assert once.code == 1 and "already running on this database" in once.err
     finally:
         _stop(process)
     assert process.returncode == 0
@@ -338,3 +341,17 @@ def test_a_notify_socket_nobody_reads_never_stalls_the_service(
             notifier.send("WATCHDOG=1")
         assert stalled.recv(4096) == b"WATCHDOG=1"
         assert any("works again" in r.getMessage() for r in caplog.records)
+
+
+def test_the_schedulers_busy_note_is_dropped_but_not_its_other_warnings() -> None:
+    """A skipped run while the job still runs is not a warning for journald; a missed run is."""
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("apscheduler.scheduler", logging.WARNING, "", 0, message, (), None)
+
+    busy = (
+        'Execution of job "Service._run" skipped: maximum number of running instances reached (1)'
+    )
+    missed = 'Run time of job "Service._run" was missed by 0:05:00'
+    assert _skip_busy_notes(record(busy)) is False
+    assert _skip_busy_notes(record(missed)) is True
