@@ -6,7 +6,8 @@ finds a problem it raises :class:`InputError` listing every problem in the file 
 column, field), so the caller, which owns the transaction, rolls back: an import is all or
 nothing, and ``--dry-run`` is the same call rolled back.  Rows are matched by their natural key
 (an email address; a partnership's round and members), so re-importing a file is safe and
-reports what it created, updated and left unchanged.
+reports what it created, updated and left unchanged.  An address that is now a participant's alias
+(``rapport participant address`` keeps the old one as an alias) still names that participant.
 
 Reading the files and checking their fields is program/csvinput.py's work, which also says how
 lines and columns are counted.  ``now`` is an aware UTC datetime.
@@ -86,7 +87,9 @@ def import_participants(path: Path, *, session: Session, now: datetime) -> Impor
     """Create or update the participants in the CSV file ``path`` (matched by email).
 
     Columns: email, name, country, timezone, language; optional career_stage, sector, interests.
-    An optional column the file does not have is left as it is in existing rows.
+    An optional column the file does not have is left as it is in existing rows.  A row whose
+    email is an alias updates the alias's participant, who keeps their address (a warning); a
+    participant given twice (by an alias and their address, or by two aliases) is an error.
     """
     table = CsvFile(
         path,
@@ -113,13 +116,24 @@ def import_participants(path: Path, *, session: Session, now: datetime) -> Impor
         }
         if email is not None and table.unique(row, "email", email, seen):
             people.append({"email": email, **{name: values[name] or "" for name in present}})
-    table.finish()
 
     columns = [col(getattr(Participant, name)) for name in ("id", "email", *present)]
     existing = {r[1]: r for r in session.exec(select(*columns))}
+    # An address in the file that is an alias (and not someone's own address) is its owner.
+    owners = {
+        alias: owner
+        for alias, (_, owner) in _aliases(session).items()
+        if alias in seen and alias not in existing
+    }
+    if owners:
+        _aliased_rows(table, seen, owners)
+    table.finish()
+
     report = ImportReport("participants", warnings=table.warnings)
     new, changed = [], []
     for person in people:
+        if owners and person["email"] in owners:
+            person["email"] = owners[person["email"]]  # they keep their current address
         old = existing.get(person["email"])
         if old is None:
             defaults = dict.fromkeys(("career_stage", "sector", "interests"), "")
@@ -136,6 +150,44 @@ def import_participants(path: Path, *, session: Session, now: datetime) -> Impor
         session.exec(update(Participant), params=changed)
     report.created, report.updated = len(new), len(changed)
     return report
+
+
+def _aliases(session: Session) -> dict[str, tuple[int, str]]:
+    """Every alias (``participant address`` or ``alias``) -> its participant's id and email."""
+    query = select(Alias.email, Participant.id, Participant.email).join(
+        Participant, col(Participant.id) == col(Alias.participant_id)
+    )
+    return {alias: (int(id_ or 0), email) for alias, id_, email in session.exec(query)}
+
+
+def _as_given(address: str, owner: str) -> str:
+    return address if address == owner else f"{address} (an alias of {owner})"
+
+
+def _now_alias(alias: str, owner: str) -> str:
+    return f"{alias} is now an alias of {owner} (set by `rapport participant address` or `alias`)"
+
+
+def _aliased_rows(table: CsvFile, seen: dict[str, int], owners: dict[str, str]) -> None:
+    """Warn of each row of a participants file whose email is an alias (``owners``: alias ->
+    participant's email; ``seen``: email -> line); a participant on two rows is an error."""
+    given: dict[str, list[tuple[int, str]]] = {}  # participant's email -> rows (line, address)
+    for alias in sorted(owners, key=seen.__getitem__):
+        owner = owners[alias]
+        message = f"{_now_alias(alias, owner)}; this row updates that participant"
+        table.warn(seen[alias], "email", message)
+        given.setdefault(owner, []).append((seen[alias], alias))
+    for owner, rows in given.items():
+        if owner in seen:
+            rows.append((seen[owner], owner))
+        (first_line, first), *later = sorted(rows)
+        for line, address in later:
+            table.error(
+                line,
+                "email",
+                f"the same participant twice: line {first_line} gives {_as_given(first, owner)},"
+                f" this row {_as_given(address, owner)}; keep one of the rows",
+            )
 
 
 def import_coordinators(
@@ -215,7 +267,8 @@ _MEMBERS = ("member_a", "member_b", "member_c")
 def import_partnerships(path: Path, *, session: Session, now: datetime) -> ImportReport:
     """Create the pairs (and triads) in the CSV file ``path``.
 
-    Columns: round, member_a, member_b; optional member_c.  Members are participants' emails.
+    Columns: round, member_a, member_b; optional member_c.  Members are participants' emails
+    (or aliases: the alias's participant, with a warning).
     A partnership already in the database with the same members in the same round is unchanged
     (a dissolved or ended one is not re-created, with a warning); a participant may be in one
     *active* partnership per round, so someone whose partnership was dissolved can be imported
@@ -230,8 +283,10 @@ def import_partnerships(path: Path, *, session: Session, now: datetime) -> Impor
     for id_, address, country, status in session.exec(query):
         people[address] = (int(id_ or 0), country, status)
         emails[int(id_ or 0)] = address
+    for alias, (_, address) in _aliases(session).items():
+        people.setdefault(alias, people[address])  # an own address wins over an alias
 
-    wanted: list[tuple[int, Row, list[int]]] = []
+    wanted: list[tuple[int, Row, list[int], list[str]]] = []  # ..., members, as given
     for row in table.rows:
         errors = len(table.errors)
         round_name = table.get(row, "round", str)
@@ -239,6 +294,7 @@ def import_partnerships(path: Path, *, session: Session, now: datetime) -> Impor
             hint = "create it with `rapport round create`"
             table.error(row.line, "round", f"no such round {round_name!r} ({hint})")
         members: list[int] = []
+        given: list[str] = []
         for position, name in enumerate(_MEMBERS):
             email = table.get(row, name, check_email, required=position < 2)
             person = people.get(email or "")
@@ -246,12 +302,22 @@ def import_partnerships(path: Path, *, session: Session, now: datetime) -> Impor
                 continue
             if person is None:
                 table.error(row.line, name, f"no participant {email} (import participants first)")
-            elif person[0] in members:
-                table.error(row.line, name, f"{email} is already a member of this partnership")
-            else:
-                members.append(person[0])
+                continue
+            shown = _as_given(email, emails[person[0]])
+            if person[0] in members:
+                first = given[members.index(person[0])]
+                also = f", as {first}" if first != shown else ""
+                table.error(
+                    row.line, name, f"{shown} is already a member of this partnership{also}"
+                )
+                continue
+            if shown != email:
+                message = f"{_now_alias(email, emails[person[0]])}; that participant is the member"
+                table.warn(row.line, name, message)
+            members.append(person[0])
+            given.append(shown)
         if len(table.errors) == errors and round_name is not None:
-            wanted.append((rounds[round_name], row, members))
+            wanted.append((rounds[round_name], row, members, given))
 
     # Only active partnerships place a participant: someone whose partnership was dissolved may
     # be partnered again in the same round.  The dissolved (or ended) ones are remembered so that
@@ -259,7 +325,7 @@ def import_partnerships(path: Path, *, session: Session, now: datetime) -> Impor
     placed: dict[tuple[int, int], int] = {}  # (round, participant) -> active partnership
     groups: dict[int, set[int]] = {}  # partnership -> participants
     closed: dict[int, tuple[int, str]] = {}  # partnership no longer active -> (round, status)
-    round_ids = {round_id for round_id, _, _ in wanted}
+    round_ids = {round_id for round_id, _, _, _ in wanted}
     if round_ids:
         query_m = select(
             Membership.round_id,
@@ -280,9 +346,9 @@ def import_partnerships(path: Path, *, session: Session, now: datetime) -> Impor
     }
 
     report = ImportReport("partnerships", warnings=table.warnings)
-    in_file: dict[tuple[int, int], int] = {}  # (round, participant) -> line
+    in_file: dict[tuple[int, int], tuple[int, str]] = {}  # (round, participant) -> line, as given
     new: list[tuple[int, list[int]]] = []
-    for round_id, row, pids in wanted:
+    for round_id, row, pids, given in wanted:
         label = row.values["round"]
         # A row naming a partnership that was dissolved (the file it came from, imported again)
         # is skipped before anything else, so that it blocks no one's new partnership.
@@ -293,10 +359,11 @@ def import_partnerships(path: Path, *, session: Session, now: datetime) -> Impor
             report.unchanged += 1
             continue
         ok = True
-        for name, pid in zip(_MEMBERS, pids, strict=False):
-            earlier = in_file.setdefault((round_id, pid), row.line)
+        for name, pid, shown in zip(_MEMBERS, pids, given, strict=False):
+            earlier, as_given = in_file.setdefault((round_id, pid), (row.line, shown))
             if earlier != row.line:
-                message = f"{emails[pid]} is already in the partnership on line {earlier}"
+                also = f", as {as_given}" if as_given != shown else ""
+                message = f"{shown} is already in the partnership on line {earlier}{also}"
                 table.error(row.line, name, f"{message} ({label})")
                 ok = False
         countries = {people[emails[pid]][1] for pid in pids}
