@@ -73,8 +73,8 @@ ENGLISH = Phrasebook(
         "no_word": "No word from {who} {since}",
         "unanswered": "{who} has not answered {since}",
         "wrote": "{who} wrote {times} without an answer",
-        "said_2": "{who} checked in '2' {times}",
-        "said_3": "{who} checked in '3' (not in touch yet) on {date}",
+        "said_2": "{who} said {times} they wrote without an answer (check-in 2)",
+        "said_3": "{who} said on {date} they are not in touch yet (check-in 3)",
     },
 )
 # French: "{who}" is a name, so no sentence elides before it ("de Anna" would need "d’Anna") and
@@ -110,9 +110,12 @@ FRENCH = Phrasebook(
         "no_word": "{who} n’a pas donné de nouvelles {since}",
         "unanswered": "{who} n’a pas répondu {since}",
         "wrote": "{who} a écrit {times} sans réponse",
-        "said_2": "{who} a répondu «\u00a02\u00a0» au point d’étape {times}",
+        "said_2": (
+            "{who} a indiqué {times} avoir écrit sans réponse (point d’étape «\u00a02\u00a0»)"
+        ),
         "said_3": (
-            "{who} a répondu «\u00a03\u00a0» au point d’étape (pas encore de contact) le {date}"
+            "{who} a indiqué le {date} ne pas encore être en contact"
+            " (point d’étape «\u00a03\u00a0»)"
         ),
     },
 )
@@ -148,8 +151,8 @@ SPANISH = Phrasebook(
         "no_word": "Sin noticias de {who} {since}",
         "unanswered": "{who} no ha respondido {since}",
         "wrote": "{who} escribió {times} sin respuesta",
-        "said_2": "{who} respondió «2» al seguimiento {times}",
-        "said_3": "{who} respondió «3» al seguimiento (todavía sin contacto) el {date}",
+        "said_2": "{who} indicó {times} que escribió sin respuesta (seguimiento «2»)",
+        "said_3": "{who} indicó el {date} que todavía no hay contacto (seguimiento «3»)",
     },
 )
 PHRASEBOOKS = {"en": ENGLISH, "fr": FRENCH, "es": SPANISH}

@@ -116,7 +116,8 @@ def test_checkin_2_makes_it_one_sided_naming_the_silent_member() -> None:
     assert got.state == "one_sided"
     assert got.since == day(14)
     assert got.reasons == (
-        "Maria (PL) has not answered since 3 March; Kelsey (US) checked in '2' twice",
+        "Maria (PL) has not answered since 3 March;"
+        " Kelsey (US) said twice they wrote without an answer (check-in 2)",
         "No contact confirmed since 3 March (check-in 1 from Maria (PL))",
     )
 
@@ -127,7 +128,8 @@ def test_checkin_2_one_sided_even_while_young() -> None:
     assert got.state == "one_sided"
     assert got.since == day(2)
     assert got.reasons[0] == (
-        "Maria (PL) has not answered since the start on 2 March; Kelsey (US) checked in '2' once"
+        "Maria (PL) has not answered since the start on 2 March;"
+        " Kelsey (US) said once they wrote without an answer (check-in 2)"
     )
 
 
@@ -149,7 +151,7 @@ def test_checkin_3_while_young_stays_starting_with_the_reason() -> None:
     assert got.state == "starting"
     assert got.reasons == (
         "Started on 2 March; no contact confirmed yet",
-        "Kelsey (US) checked in '3' (not in touch yet) on 5 March",
+        "Kelsey (US) said on 5 March they are not in touch yet (check-in 3)",
     )
 
 
@@ -161,7 +163,7 @@ def test_checkin_3_after_contact_makes_it_quiet_from_that_checkin() -> None:
     assert got.since == day(15)
     assert got.reasons == (
         "No contact confirmed since 4 March (check-in 1 from Kelsey (US))",
-        "Maria (PL) checked in '3' (not in touch yet) on 17 March",
+        "Maria (PL) said on 17 March they are not in touch yet (check-in 3)",
     )
 
 
@@ -218,7 +220,8 @@ def test_at_risk_after_a_long_one_sided_spell_keeps_its_reasons() -> None:
     assert got.state == "at_risk"
     assert got.since == day(42)
     assert got.reasons == (
-        "Maria (PL) has not answered since the start on 2 March; Kelsey (US) checked in '2' once",
+        "Maria (PL) has not answered since the start on 2 March;"
+        " Kelsey (US) said once they wrote without an answer (check-in 2)",
         "No contact confirmed since the start on 2 March",
     )
 
@@ -315,8 +318,10 @@ def test_triad_checkin_2_names_both_other_members() -> None:
     got = health(events, now=4, members=TRIAD)
     assert got.state == "one_sided"
     assert got.reasons[:2] == (
-        "Maria (PL) has not answered since 3 March; Kelsey (US) checked in '2' once",
-        "Li (CN) has not answered since the start on 2 March; Kelsey (US) checked in '2' once",
+        "Maria (PL) has not answered since 3 March;"
+        " Kelsey (US) said once they wrote without an answer (check-in 2)",
+        "Li (CN) has not answered since the start on 2 March;"
+        " Kelsey (US) said once they wrote without an answer (check-in 2)",
     )
 
 

@@ -185,14 +185,14 @@ def test_one_sided_pair_by_checkin_2_in_each_language() -> None:
     fr, es = health(events, 30, "fr"), health(events, 30, "es")
     assert fr.state == es.state == "one_sided"
     assert fr.reasons == (
-        f"Maria (PL) n’a pas répondu depuis le 3 mars{NB}; Kelsey (US) a répondu «{NB}2{NB}»"
-        " au point d’étape deux fois",
+        f"Maria (PL) n’a pas répondu depuis le 3 mars{NB}; Kelsey (US) a indiqué deux fois"
+        f" avoir écrit sans réponse (point d’étape «{NB}2{NB}»)",
         f"Aucun contact confirmé depuis le 3 mars (Maria (PL) a répondu «{NB}1{NB}»"
         " au point d’étape)",
     )
     assert es.reasons == (
-        "Maria (PL) no ha respondido desde el 3 de marzo; Kelsey (US) respondió «2» al"
-        " seguimiento dos veces",
+        "Maria (PL) no ha respondido desde el 3 de marzo; Kelsey (US) indicó dos veces que"
+        " escribió sin respuesta (seguimiento «2»)",
         "Sin contacto confirmado desde el 3 de marzo (Maria (PL) respondió «1» al seguimiento)",
     )
 
@@ -201,11 +201,12 @@ def test_starting_checkin_3_and_urgent_reasons_in_each_language() -> None:
     """Starting, a check-in 3, a withdrawal and a concern with its note, in French and Spanish."""
     assert health(checkin(1, 3, 3), 5, "fr").reasons == (
         f"Partenariat commencé le 2 mars{NB}; pas encore de contact confirmé",
-        f"Kelsey (US) a répondu «{NB}3{NB}» au point d’étape (pas encore de contact) le 5 mars",
+        "Kelsey (US) a indiqué le 5 mars ne pas encore être en contact"
+        f" (point d’étape «{NB}3{NB}»)",
     )
     assert health(checkin(1, 3, 3), 5, "es").reasons == (
         "Empezó el 2 de marzo; todavía no hay contacto confirmado",
-        "Kelsey (US) respondió «3» al seguimiento (todavía sin contacto) el 5 de marzo",
+        "Kelsey (US) indicó el 5 de marzo que todavía no hay contacto (seguimiento «3»)",
     )
     withdrawn = Member(2, "Maria Nowak", "PL", status="withdrawn")
     events = [*checkin(1, 38, 1), Event(1, "concern", day(30), detail=" Partner  cancelled ")]
