@@ -334,15 +334,9 @@ def _partner_view(
     person: Person, field: str, countries: dict[str, str], now: datetime, key: str
 ) -> dict[str, Any]:
     try:
-        local = now.astimezone(_zone(person.timezone))
+        time_zone = zone_label(person.timezone, now)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ComposeError(f"{key}: {field}.timezone {person.timezone!r} is unknown") from exc
-    offset = local.utcoffset()
-    minutes = int(offset.total_seconds() // 60) if offset is not None else 0
-    sign, minutes = ("+" if minutes >= 0 else "-"), abs(minutes)
-    utc = f"UTC{sign}{minutes // 60}" + (f":{minutes % 60:02d}" if minutes % 60 else "")
-    abbrev = local.tzname() or ""
-    label = f"{abbrev}, {utc}" if abbrev[:1].isalpha() and abbrev != "UTC" else utc
     code = person.country.strip().upper()
     return {
         "name": _clean_name(person.name),
@@ -351,9 +345,23 @@ def _partner_view(
         "country_code": code,
         "country": countries.get(code, code),
         "timezone": person.timezone,
-        "time_zone": f"{person.timezone.replace('_', ' ')} ({label})",
+        "time_zone": time_zone,
         "reachable": person.reachable,
     }
+
+
+def zone_label(timezone: str, now: datetime) -> str:
+    """An IANA zone as emails show it at ``now``: ``Europe/Warsaw (CEST, UTC+2)``,
+    ``America/Argentina/Buenos Aires (UTC-3)``.  Raises ZoneInfoNotFoundError or ValueError for
+    an unknown zone."""
+    local = now.astimezone(_zone(timezone))
+    offset = local.utcoffset()
+    minutes = int(offset.total_seconds() // 60) if offset is not None else 0
+    sign, minutes = ("+" if minutes >= 0 else "-"), abs(minutes)
+    utc = f"UTC{sign}{minutes // 60}" + (f":{minutes % 60:02d}" if minutes % 60 else "")
+    abbrev = local.tzname() or ""
+    label = f"{abbrev}, {utc}" if abbrev[:1].isalpha() and abbrev != "UTC" else utc
+    return f"{timezone.replace('_', ' ')} ({label})"
 
 
 @lru_cache(maxsize=512)

@@ -11,12 +11,18 @@ default, else English.  Templates get the payload's ``data`` as ``data`` and the
 
 - ``country(code)``: an ISO 3166 alpha-2 code as a short country name in the message's language;
 - ``day(iso)``: an ISO date or datetime (``"2026-03-03"``) as a date in words ("3 March 2026");
-- ``local_time(zone)``: the local time in an IANA zone at ``now`` ("14:05, Tue").
+- ``local_time(zone)``: the local time in an IANA zone at ``now`` ("14:05, Tue");
+- ``mailto(to, cc=None, subject=None)``: a mailto: URL for one address or a list, built as topic
+  emails build theirs (``mailto:coordinators+log@example.org``: '@' and '+' stay literal, so a
+  client that copies the address into To gets it right; never ``|urlencode`` an address);
+- ``time_zone(zone)``: an IANA zone labelled as topic emails label it at ``now``
+  ("America/Argentina/Buenos Aires (UTC-3)"), or the name as given when the zone is unknown.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from email.message import Message
@@ -37,6 +43,7 @@ from mailer.compose import (
     _is_https,
     _mailto,
     _zone,
+    zone_label,
 )
 from mailer.wire import address_header, mime_boundary, text_header, text_part
 from program import wording
@@ -46,6 +53,7 @@ __all__ = ["TEMPLATES", "Notice", "compose_notice", "notice_language"]
 # Every kind of notice Rapport sends, by template name.
 TEMPLATES = ("nudge_pair", "nudge_silent", "nudge_coordinators", "concern", "report")
 _PARTS = ("subject", "txt", "html")
+_SPACES = re.compile(r"[^\S\u00a0\u202f]+")
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,8 @@ def compose_notice(composer: Composer, notice: Notice, *, now: datetime) -> Mess
         "country": lambda code: countries.get(str(code).upper(), str(code).upper()),
         "day": lambda value: _day(value, lang),
         "local_time": lambda zone: _local_time(zone, now, lang),
+        "mailto": _mailto_url,
+        "time_zone": lambda zone: _time_zone(zone, now),
     }
     context = {
         "language": lang,
@@ -125,7 +135,9 @@ def compose_notice(composer: Composer, notice: Notice, *, now: datetime) -> Mess
         subject_t, text_t, html_t = (
             env.get_template(f"{lang}/{notice.template}.{part}.j2") for part in _PARTS
         )
-        subject = " ".join(subject_t.render(context).split())
+        # One line: runs of white space become one space, but not the no-break spaces French
+        # puts before ":" and "?".
+        subject = _SPACES.sub(" ", subject_t.render(context)).strip()
         context["subject"] = subject
         text = text_t.render(context)
         html = html_t.render(context)
@@ -187,3 +199,20 @@ def _local_time(zone: Any, now: datetime, lang: str) -> str:
         return ""
     weekday = wording.weekday_name(local.weekday(), lang)
     return f"{local:%H:%M}, {weekday}"
+
+
+def _mailto_url(to: str | Iterable[str], cc: str | None = None, subject: str | None = None) -> str:
+    """A mailto: URL for ``to`` (one address or several), as :func:`mailer.compose._mailto`
+    builds it for topic emails: '@' and '+' in addresses stay literal, fields are encoded."""
+    addresses = [to] if isinstance(to, str) else [str(a) for a in to]
+    return _mailto(addresses, cc=cc, subject=subject)
+
+
+def _time_zone(zone: Any, now: datetime) -> str:
+    """``zone`` labelled as topic emails label a partner's zone at ``now``
+    (:func:`mailer.compose.zone_label`); an empty or unknown zone is shown as given."""
+    name = "" if zone is None else str(zone)
+    try:
+        return zone_label(name, now)
+    except (ZoneInfoNotFoundError, ValueError):
+        return name

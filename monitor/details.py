@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from monitor.cards import aware
+from monitor.nudges import nudge_day
 from program.models import (
     ACTIVITY,
     COORDINATORS,
@@ -89,6 +90,7 @@ def nudges(connection: Connection, ids: Sequence[int]) -> defaultdict[int, list[
                 OUTBOX.c.key,
                 OUTBOX.c.to_address,
                 OUTBOX.c.sent_at,
+                OUTBOX.c.due_at,
                 func.coalesce(PARTICIPANTS.c.name, COORDINATORS.c.name).label("name"),
             )
             .outerjoin(PARTICIPANTS, PARTICIPANTS.c.id == OUTBOX.c.participant_id)
@@ -108,7 +110,8 @@ def nudges(connection: Connection, ids: Sequence[int]) -> defaultdict[int, list[
                 {
                     "template": level if level.startswith("nudge_") else f"nudge_{level}",
                     "to": {"name": n.name or "", "email": n.to_address},
-                    "sent": sent.date().isoformat() if sent else None,
+                    # The coordinators' alert dates nudges with the same function.
+                    "sent": nudge_day(sent, aware(n.due_at)),
                     "sent_at": sent.isoformat() if sent else None,
                 }
             )

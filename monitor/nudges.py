@@ -52,6 +52,7 @@ __all__ = [
     "Recipient",
     "civil_due",
     "concern_alerts",
+    "nudge_day",
     "plan",
 ]
 
@@ -107,12 +108,23 @@ class Case:
 class Past:
     """A nudge already in the outbox, whatever its status.  ``planned_at`` (aware) is when it was
     planned or due: ``min_gap`` is measured from it to a new nudge's due instant, and a gap of
-    days makes the hours between planning and sending immaterial."""
+    days makes the hours between planning and sending immaterial.
+
+    ``sent_at`` and ``due_at`` (aware, None when not sent yet or not known) date it in the
+    coordinators' alert, as the weekly report does (:func:`nudge_day`): a nudge planned in the
+    evening goes out the next morning, and the date people saw it is the one to quote."""
 
     key: str
     participant_id: int | None
     coordinator_id: int | None
     planned_at: datetime
+    sent_at: datetime | None = None
+    due_at: datetime | None = None
+
+    @property
+    def at(self) -> datetime:
+        """When it was sent, else when it is due, else (neither known) when it was planned."""
+        return self.sent_at or self.due_at or self.planned_at
 
 
 @dataclass(frozen=True)
@@ -235,6 +247,13 @@ def concern_alerts(
     return alerts
 
 
+def nudge_day(sent_at: datetime | None, due_at: datetime) -> str:
+    """The date a nudge is quoted with, ISO, UTC: the day it was sent, or (not sent yet) the day
+    it is due; never the day it was planned.  The weekly report's cards (monitor/details.py) and
+    the coordinators' alert both date nudges with this, so they always agree."""
+    return _utc_day(sent_at or due_at)
+
+
 def civil_due(now: datetime, zone: str, local_time: time) -> datetime:
     """When a message planned at ``now`` (aware) should go out to someone in ``zone`` (UTC).
 
@@ -290,9 +309,9 @@ def _coordinators_data(case: Case, past: list[Past], log_address: str) -> dict[s
         {
             "level": p.key.split("/")[2],
             "name": names[p.participant_id],
-            "date": _utc_day(p.planned_at),
+            "date": nudge_day(p.sent_at, p.due_at or p.planned_at),
         }
-        for p in sorted(past, key=lambda p: (p.planned_at, p.key))
+        for p in sorted(past, key=lambda p: (p.at, p.key))
         if p.participant_id in names and p.key.startswith(prefix)
     ]
     actions = [code for code, causes in _ACTIONS if any(c in health.urgent for c in causes)]

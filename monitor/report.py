@@ -2,8 +2,13 @@
 
 The report reads the daily health snapshots rather than judging again, so it says exactly what
 ``rapport health`` said on those days and costs a few queries whatever the network's size.
-"This week" is each partnership's latest snapshot on or before ``now``'s UTC date; "last week" its
-latest on or before that date minus seven days (none: the partnership is new to the report).
+The report is the coordinator's: its ``day`` and ISO ``week`` are their local date and week, the
+week its idempotency key names (rapport/watch.py), so each local week has one report, labelled
+with it.  Snapshots are per UTC day, though: "this week" is each partnership's latest snapshot on
+or before ``now``'s UTC date, "last week" its latest on or before the UTC date of the coordinator's
+previous report (``last_report``; without one, a week before ``now``), so that a change counted
+in one report is not counted again in the next (none: the partnership is new to the report).
+See :func:`build` for why those days.
 
 Scope: a program coordinator sees every partnership of the active rounds; a country coordinator
 those with at least one member in their countries.  Only the at-risk and one-sided partnerships
@@ -21,8 +26,9 @@ partnerships only by monitor/details.py in chunks of ids, never one query per pa
 activity grid and the suggested action are pure readings of those details (monitor/cards.py).
 
 The result is JSON-safe (it becomes an outbox row's payload and then the template's ``data``);
-dates are ISO strings, UTC.  Words are left to the templates: the suggested action is a code with
-the names it concerns, so each language phrases it itself.
+dates are ISO strings: ``day``, ``previous_day`` and ``week`` in the coordinator's zone, the rest
+UTC.  Words are left to the templates: the suggested action is a code with the names it concerns,
+so each language phrases it itself.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Connection, Select, and_, func, select
 
@@ -81,9 +88,19 @@ def recipients(connection: Connection) -> list[Recipient]:
 
 
 def build(
-    connection: Connection, *, coordinator_id: int, now: datetime, max_listed: int = MAX_LISTED
+    connection: Connection,
+    *,
+    coordinator_id: int,
+    now: datetime,
+    max_listed: int = MAX_LISTED,
+    last_report: datetime | None = None,
 ) -> dict[str, Any]:
     """The report for one coordinator at ``now`` (aware), as a JSON-safe dict.
+
+    ``day`` and ``week`` are the coordinator's local date and ISO week at ``now``.
+    ``last_report`` (aware) is when their previous report was built (the previous local week's,
+    if any); the changes are counted since then, else since a week before ``now``, and
+    ``previous_day`` is that instant's local date.
 
     At most ``max_listed`` partnerships (the ``[report] max_listed`` setting) get a card, the
     highest scores first; ``more`` counts the rest and ``more_states`` names their states, so
@@ -92,10 +109,12 @@ def build(
     keys count the rest.
 
     Raises :class:`UnknownCoordinator` when ``coordinator_id`` names nobody, ValueError for a
-    naive ``now``.  See the module docstring for what "this week" and "last week" mean.
+    naive ``now`` or ``last_report``.  See the module docstring for what "this week" and "last
+    week" mean.
     """
-    if now.tzinfo is None or now.utcoffset() is None:
-        raise ValueError(f"now must be a zone-aware datetime, got {now!r}")
+    for value in (now, last_report):
+        if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+            raise ValueError(f"now and last_report must be zone-aware datetimes, got {value!r}")
     now = now.astimezone(UTC)
     row = connection.execute(
         select(COORDINATORS).where(COORDINATORS.c.id == coordinator_id)
@@ -103,8 +122,24 @@ def build(
     if row is None:
         raise UnknownCoordinator(f"coordinator #{coordinator_id} does not exist")
     who = _recipient(row)
-    today = now.date()
-    previous_day = today - timedelta(days=7)
+    zone = _zone(who.timezone)
+    # What the coordinator reads is dated in their zone: a Monday-morning report in Sydney is
+    # built on Sunday, UTC, and must say Monday and Monday's ISO week (its outbox key's week).
+    today = now.astimezone(zone).date()
+    # Which snapshots to compare.  Snapshots are per UTC day, each taken during its day (the
+    # daily job, or rapport/watch.py just before a report if the job has not run), so the
+    # newest one at ``now`` is that of ``now``'s UTC date, whatever the coordinator's zone:
+    # ahead of UTC (Sydney on Monday morning) their local date's snapshot is not taken yet, and
+    # behind UTC (Los Angeles on Sunday evening) the next UTC day's may already be, so the
+    # latest on or before the UTC date is "this week" in both.  "Last week" must be what the
+    # previous report showed as its "this week", or a change is counted twice (e.g. "20 new"
+    # in two reports when the first one caught up on a Tuesday) or never: so it is the snapshot
+    # of the UTC date at which that report was built.  Without one (the first report, a missed
+    # week, a preview) it is the snapshot a report built a week ago would have read.
+    before = now - timedelta(days=7)
+    if last_report is not None and last_report.astimezone(UTC) < now:
+        before = last_report.astimezone(UTC)
+    previous_day = before.astimezone(zone).date()
     scope = _scope(who)
 
     rounds = {r.id: r for r in connection.execute(select(ROUNDS)).all()}
@@ -119,8 +154,8 @@ def build(
             ).where(PARTNERSHIPS.c.id.in_(scope))
         ).all()
     }
-    current = {s.partnership_id: s for s in _latest(connection, scope, today, full=True)}
-    previous = {s.partnership_id: s.state for s in _latest(connection, scope, previous_day)}
+    current = {s.partnership_id: s for s in _latest(connection, scope, now.date(), full=True)}
+    previous = {s.partnership_id: s.state for s in _latest(connection, scope, before.date())}
     states: dict[int, str] = {}
     for pid, snap in current.items():
         p = partnerships.get(pid)
@@ -229,6 +264,14 @@ def build(
         "fortnights": max((len(card["grid"]) for card in cards), default=0),
         "cells": list(CELLS),
     }
+
+
+def _zone(name: str) -> ZoneInfo:
+    """The coordinator's zone; an empty or unknown one (the import checks them) is UTC."""
+    try:
+        return ZoneInfo(name) if name else ZoneInfo("UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
 
 
 def _recipient(row: Any) -> Recipient:

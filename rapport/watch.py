@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -209,10 +209,17 @@ def _nudge_rows(
             participant_id=r.participant_id,
             coordinator_id=r.coordinator_id,
             planned_at=history.aware(r.created_at) or now,
+            sent_at=history.aware(r.sent_at),
+            due_at=history.aware(r.due_at),
         )
         for r in connection.execute(
             select(
-                OUTBOX.c.key, OUTBOX.c.participant_id, OUTBOX.c.coordinator_id, OUTBOX.c.created_at
+                OUTBOX.c.key,
+                OUTBOX.c.participant_id,
+                OUTBOX.c.coordinator_id,
+                OUTBOX.c.created_at,
+                OUTBOX.c.sent_at,
+                OUTBOX.c.due_at,
             ).where(OUTBOX.c.key.startswith(f"{prefix}nudge/", autoescape=True))
         )
     ]
@@ -310,8 +317,23 @@ def plan_concern_alerts(engine: Engine, *, settings: Settings, secret: bytes, no
 
 def iso_week(now: datetime, zone: str) -> str:
     """``2026-W48``: the ISO week of ``now`` in ``zone``."""
-    year, week, _ = now.astimezone(ZoneInfo(zone)).isocalendar()
+    return _week(now.astimezone(ZoneInfo(zone)).date())
+
+
+def _week(day: date) -> str:
+    year, week, _ = day.isocalendar()
     return f"{year}-W{week:02d}"
+
+
+def _last_report(connection: Connection, prefix: str, c: Any, now: datetime) -> datetime | None:
+    """When coordinator ``c``'s report of the local ISO week before ``now``'s was built, if one
+    was: this week's report counts its changes from there (monitor/report.py)."""
+    # A week before by the local calendar: seven days of 24 hours may cross a DST change and
+    # land two weeks back at a week's edge.
+    day = now.astimezone(ZoneInfo(c.timezone)).date() - timedelta(days=7)
+    key = f"{prefix}report/{c.id}/{_week(day)}"
+    built = connection.execute(select(OUTBOX.c.created_at).where(OUTBOX.c.key == key)).scalar()
+    return history.aware(built)
 
 
 def report_due(now: datetime, zone: str, settings: Settings) -> bool:
@@ -353,7 +375,11 @@ def plan_reports(
                 continue
             _ensure_snapshot(connection, settings, now, write=not dry_run)
             data = report.build(
-                connection, coordinator_id=c.id, now=now, max_listed=settings.report.max_listed
+                connection,
+                coordinator_id=c.id,
+                now=now,
+                max_listed=settings.report.max_listed,
+                last_report=_last_report(connection, prefix, c, now),
             )
             rows.append(
                 _row(
@@ -396,7 +422,8 @@ def _chosen(connection: Connection, coordinator: str | None) -> list[Any]:
 def _ensure_snapshot(
     connection: Connection, settings: Settings, now: datetime, *, write: bool
 ) -> None:
-    """Take today's snapshot if the daily job has not (the report compares it with last week's)."""
+    """Take the snapshot of ``now``'s UTC day if the daily job has not: it is the report's "this
+    week" (monitor/report.py), whatever the coordinator's zone."""
     if write and not judging.has_snapshot(connection, now.astimezone(UTC).date()):
         judged = judging.judge_all(connection, settings=settings, now=now)
         judging.snapshot(connection, judged, now=now)
@@ -417,7 +444,11 @@ def report_html(
         c = chosen[0]
         _ensure_snapshot(connection, settings, now, write=True)
         data = report.build(
-            connection, coordinator_id=c.id, now=now, max_listed=settings.report.max_listed
+            connection,
+            coordinator_id=c.id,
+            now=now,
+            max_listed=settings.report.max_listed,
+            last_report=_last_report(connection, _prefix(settings), c, now),
         )
     program = settings.program
     notice = Notice(

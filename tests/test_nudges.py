@@ -24,6 +24,7 @@ from monitor.nudges import (
     Recipient,
     civil_due,
     concern_alerts,
+    nudge_day,
     plan,
 )
 from program.settings import NudgeSettings
@@ -203,6 +204,50 @@ def test_coordinators_see_the_nudges_already_sent_to_members() -> None:
         {"level": "pair", "name": "Kelsey Brown", "date": "2026-03-17"},
         {"level": "silent", "name": "Maria Nowak", "date": "2026-04-01"},
     ]
+
+
+def test_coordinators_see_each_nudge_dated_when_it_went_not_when_it_was_planned() -> None:
+    """An earlier nudge is dated by its sending, else its due date, never by its planning."""
+    evening = datetime(2026, 3, 11, 21, 0, tzinfo=UTC)  # planned: 22:00 in Warsaw, too late
+    morning = datetime(2026, 3, 12, 7, 0, tzinfo=UTC)  # due: 08:00 the next day in Warsaw
+    past = [
+        # Sent a little after it was due.
+        Past(
+            "nudge/7/pair/2026-03-05/p2",
+            2,
+            None,
+            evening,
+            sent_at=morning + timedelta(minutes=3),
+            due_at=morning,
+        ),
+        # Planned the same evening, not sent yet: its due date.
+        Past("nudge/7/silent/2026-03-05/p1", 1, None, evening, due_at=morning),
+        # Due at once, sent after midnight UTC (the SMTP server was down for a while).
+        Past(
+            "nudge/7/pair/start/p1",
+            1,
+            None,
+            evening,
+            sent_at=evening + timedelta(hours=4),
+            due_at=evening,
+        ),
+    ]
+    got = run(case(health("at_risk", 8, silent=(2,))), past=past)
+    # In the order they went (or will go).
+    assert got[0].data["nudges"] == [
+        {"level": "pair", "name": "Kelsey Brown", "date": "2026-03-12"},
+        {"level": "silent", "name": "Kelsey Brown", "date": "2026-03-12"},
+        {"level": "pair", "name": "Maria Nowak", "date": "2026-03-12"},
+    ]
+
+
+def test_nudge_day_is_the_sending_day_else_the_due_day_in_utc() -> None:
+    """nudge_day, shared by the alert and the report: sent_at's UTC date, else due_at's."""
+    due = datetime(2026, 3, 12, 7, 0, tzinfo=UTC)
+    sydney = ZoneInfo("Australia/Sydney")
+    assert nudge_day(None, due) == "2026-03-12"
+    assert nudge_day(datetime(2026, 3, 13, 1, 0, tzinfo=UTC), due) == "2026-03-13"
+    assert nudge_day(datetime(2026, 3, 13, 9, 0, tzinfo=sydney), due) == "2026-03-12"
 
 
 @pytest.mark.parametrize("state", ["starting", "healthy", "dissolved", "ended"])
@@ -539,5 +584,5 @@ def test_participant_nudge_speaks_the_recipients_language_with_local_details() -
     body = text.get_content()
     assert body.startswith("Bonjour Kelsey Brown,")
     assert "Pologne" in body
-    assert "Europe/Warsaw (actuellement 09:00, lun.)" in body
+    assert "Fuseau horaire\u00a0: Europe/Warsaw (CEST, UTC+2), actuellement 09:00, lun." in body
     assert "Répondez 3" in body

@@ -270,6 +270,94 @@ def test_counts_and_changes_since_last_week(network: Network) -> None:
     assert report(network, "pat")["new"] == 1  # pair 2 had no snapshot last week
 
 
+def _move(net: Network, who: str, zone: str) -> None:
+    """Put coordinator ``who`` in ``zone``."""
+    net.connection.execute(
+        update(COORDINATORS).where(COORDINATORS.c.id == net.coordinators[who]).values(timezone=zone)
+    )
+
+
+@pytest.mark.parametrize(
+    ("zone", "now", "day", "week", "previous_day"),
+    [
+        # Monday 26 April 09:00 in Sydney (AEST) is Sunday 25 April 23:00 UTC.
+        ("Australia/Sydney", "2027-04-25T23:00:00+00:00", "2027-04-26", "2027-W17", "2027-04-19"),
+        # Monday 26 April 09:00 in Los Angeles (PDT) is 16:00 UTC the same day.
+        (
+            "America/Los_Angeles",
+            "2027-04-26T16:00:00+00:00",
+            "2027-04-26",
+            "2027-W17",
+            "2027-04-19",
+        ),
+        # Sunday 25 April 19:00 in Los Angeles is already Monday, UTC: still last week there.
+        (
+            "America/Los_Angeles",
+            "2027-04-26T02:00:00+00:00",
+            "2027-04-25",
+            "2027-W16",
+            "2027-04-18",
+        ),
+    ],
+)
+def test_the_reports_day_and_week_are_the_coordinators(
+    network: Network, zone: str, now: str, day: str, week: str, previous_day: str
+) -> None:
+    """The report's date, ISO week and "since" date are the coordinator's local ones."""
+    _move(network, "pat", zone)
+    when = datetime.fromisoformat(now)
+    data = build(network.connection, coordinator_id=network.coordinators["pat"], now=when)
+    assert (data["day"], data["week"], data["previous_day"]) == (day, week, previous_day)
+    assert data["now"] == when.isoformat()  # the instant stays UTC
+    assert data["coordinator"]["timezone"] == zone
+
+
+def test_a_report_built_on_sundays_utc_date_reads_that_days_snapshots(network: Network) -> None:
+    """In Sydney on Monday morning "this week" is the newest snapshot, that of Sunday UTC."""
+    _move(network, "pat", "Australia/Sydney")
+    sunday = datetime(2027, 4, 25, 23, 0, tzinfo=UTC)
+    data = build(network.connection, coordinator_id=network.coordinators["pat"], now=sunday)
+    # Monday 26 April's snapshots (UTC) are not taken yet at that instant: each pair's latest
+    # is from Sunday (pair 5) or last week, and last week's from 18 April (only pair 3's).
+    assert (data["day"], data["week"]) == ("2027-04-26", "2027-W17")
+    assert ids(data["partnerships"]) == [network.pid(n) for n in (3, 4, 7)]
+    assert {c["state"]: c["count"] for c in data["counts"]}["quiet"] == 1
+    assert data["total"] == 6 and data["new"] == 5
+
+
+def test_changes_are_counted_since_the_previous_report(network: Network) -> None:
+    """With ``last_report`` the changes count from that report's snapshot: a pair counted new
+    by a report that caught up on Wednesday is not new again in Monday's."""
+    pat = network.coordinators["pat"]
+    wednesday = datetime(2027, 4, 21, 10, 0, tzinfo=UTC)
+    network.connection.execute(
+        insert(SNAPSHOTS).values(
+            partnership_id=network.pid(2),
+            day=wednesday.date(),
+            state="one_sided",
+            score=35,
+            since=at("2027-04-12"),
+            reasons="[]",
+            facts="{}",
+            created_at=wednesday,
+        )
+    )
+    earlier = build(network.connection, coordinator_id=pat, now=wednesday)
+    assert earlier["day"] == "2027-04-21"
+    assert earlier["new"] == 7  # no snapshot before 18 April: all new to it, pair 2 included
+    data = build(network.connection, coordinator_id=pat, now=NOW, last_report=wednesday)
+    assert data["new"] == 0
+    assert data["previous_day"] == "2027-04-21"
+    one_sided = next(c for c in data["counts"] if c["state"] == "one_sided")
+    assert (one_sided["count"], one_sided["previous"]) == (1, 2)  # pairs 2 and 7 on Wednesday
+    # Without it (or with one not before now), a week before now.
+    for last in (None, NOW, NOW + timedelta(days=1)):
+        data = build(network.connection, coordinator_id=pat, now=NOW, last_report=last)
+        assert data["new"] == 1 and data["previous_day"] == LAST_WEEK.isoformat()
+    with pytest.raises(ValueError, match="zone-aware"):
+        build(network.connection, coordinator_id=pat, now=NOW, last_report=datetime(2027, 4, 21))
+
+
 def test_newly_at_risk_still_at_risk_and_recovered(network: Network) -> None:
     """The week's movements: into at_risk, staying there (with weeks), back to healthy."""
     data = report(network, "pat")

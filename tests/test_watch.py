@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
-from program.config import parse_config
+from program.config import load_config, parse_config, reply_secret
+from rapport import watch
 from rapport.watch import iso_week, report_due
 from tests.conftest import Project
 from tests.smtp_server import SmtpTestServer
 from tests.test_poll import Cli, _deliver, _key, _project, _reply
+from tests.test_send import _setup
 
 pytestmark = pytest.mark.databases("sqlite", "postgresql")
 
@@ -233,3 +236,117 @@ def test_iso_week_is_the_coordinators() -> None:
     sunday_night = datetime(2027, 4, 4, 22, 0, tzinfo=UTC)
     assert iso_week(sunday_night, "UTC") == "2027-W13"
     assert iso_week(sunday_night, "Australia/Sydney") == "2027-W14"
+
+
+def test_alert_dates_earlier_nudges_as_sent_like_the_report(
+    project: Project, cli: Cli, smtp_server: SmtpTestServer
+) -> None:
+    """The coordinators' alert dates a nudge planned one evening and sent the next morning by
+    the morning, as the weekly report does, not by the evening it was planned."""
+    _project(project, cli, smtp_server)
+    _coordinators(project, cli)
+    # Wednesday 31 March, 21:00 UTC: every pair is quiet.  Ana (São Paulo, 18:00) is nudged at
+    # once; Łukasz (Warsaw, 23:00) the next morning at 08:00 there, 06:00 UTC.
+    assert cli("--config", project.config, "nudge", "--now", "2027-03-31T21:00:00Z").code == 0
+    assert cli("--config", project.config, "send", "--now", "2027-04-01T09:00:00Z").code == 0
+    sent = {
+        r["to_address"]: (r["created_at"][:10], r["sent_at"][:10])
+        for r in _query(project, "SELECT * FROM outbox WHERE kind = 'nudge'")
+    }
+    assert sent["ana@example.org"] == ("2027-03-31", "2027-03-31")
+    assert sent["lukasz@example.org"] == ("2027-03-31", "2027-04-01")
+    # Mail to Ana bounces: the coordinators are told at once, with the nudges so far.
+    project.execute(
+        "UPDATE participant SET bouncing_since = ? WHERE email = ?",
+        datetime(2027, 4, 2, 10, 0, tzinfo=UTC),
+        "ana@example.org",
+    )
+    assert cli("--config", project.config, "nudge", "--now", "2027-04-02T12:00:00Z").code == 0
+    [alert] = [
+        json.loads(r["payload"])["data"]
+        for r in _query(project, "SELECT * FROM outbox WHERE to_address = 'lead@example.org'")
+        if json.loads(r["payload"])["template"] == "nudge_coordinators"
+    ]
+    told = {(n["name"], n["date"]) for n in alert["nudges"]}
+    assert told == {("Ana Souza", "2027-03-31"), ("Łukasz Nowak", "2027-04-01")}
+    # The weekly report's card says the same.
+    reported = cli("--config", project.config, "report", "--send", "--now", "2027-04-02T13:00:00Z")
+    assert reported.code == 0, reported.err
+    [report] = [
+        json.loads(r["payload"])["data"]
+        for r in _query(project, "SELECT * FROM outbox WHERE kind = 'report'")
+        if r["to_address"] == "lead@example.org"
+    ]
+    [card] = [c for c in report["partnerships"] if c["id"] == alert["partnership"]]
+    shown = {(n["to"]["name"], n["sent"]) for n in card["nudges"] if n["template"] == "nudge_pair"}
+    assert shown == told
+
+
+def test_one_report_per_local_week_in_sydney_and_los_angeles(
+    project: Project, cli: Cli, smtp_server: SmtpTestServer
+) -> None:
+    """Hour by hour over five weeks (across both DST changes), a coordinator in Sydney and one
+    in Los Angeles get one report per local ISO week, labelled with that week and their local
+    date, and a partnership is "new this week" in one report only."""
+    _setup(project, cli, smtp_server, '[schedule]\nreport_time = "09:00"\n')
+    zones = {"syd@example.org": "Australia/Sydney", "la@example.org": "America/Los_Angeles"}
+    path = project.dir / "coordinators.csv"
+    path.write_text(
+        "email,name,role,countries,timezone\n"
+        + "".join(f"{email},{email[:2]},program,,{zone}\n" for email, zone in zones.items()),
+        encoding="utf-8",
+    )
+    assert cli("--config", project.config, "import", "coordinators", path).code == 0
+    settings, secret = load_config(project.config), reply_secret()
+    start = datetime(2027, 3, 1, tzinfo=UTC)  # Monday: 11:00 in Sydney, Sunday 16:00 in LA
+    for hour in range(36 * 24):
+        now = start + timedelta(hours=hour)
+        if now == datetime(2027, 3, 17, 12, tzinfo=UTC):  # a fourth pair joins the round
+            (project.dir / "late.csv").write_text(
+                "email,name,country,timezone,language\n"
+                "uma@example.org,Uma Rai,NP,Asia/Kathmandu,en\n"
+                "vic@example.org,Vic Diaz,CL,America/Santiago,es\n",
+                encoding="utf-8",
+            )
+            (project.dir / "late-pair.csv").write_text(
+                "round,member_a,member_b\nspring,uma@example.org,vic@example.org\n",
+                encoding="utf-8",
+            )
+            for kind, csv in (("participants", "late.csv"), ("partnerships", "late-pair.csv")):
+                imported = cli("--config", project.config, "import", kind, project.dir / csv)
+                assert imported.code == 0, imported.err
+        if now.hour == 5:  # the daily snapshot
+            watch.plan_nudges(project.engine, settings=settings, secret=secret, now=now, send=False)
+        watch.plan_reports(project.engine, settings=settings, secret=secret, now=now, send=False)
+
+    reports: dict[str, list[tuple[datetime, str, dict[str, Any]]]] = {e: [] for e in zones}
+    for row in _query(project, "SELECT * FROM outbox WHERE kind = 'report' ORDER BY id"):
+        built = datetime.fromisoformat(str(row["created_at"])).replace(tzinfo=UTC)
+        data = json.loads(row["payload"])["data"]
+        reports[row["to_address"]].append((built, row["key"].rsplit("/", 1)[1], data))
+    # Los Angeles' first pass is on Sunday 28 February there: last week's report, caught up.
+    expected_weeks = {
+        "syd@example.org": [f"2027-W{w:02d}" for w in range(9, 15)],
+        "la@example.org": [f"2027-W{w:02d}" for w in range(8, 15)],
+    }
+    # Each partnership is new once: the three at the first report, the fourth in week 12.
+    expected_new = {"syd@example.org": [3, 0, 0, 1, 0, 0], "la@example.org": [3, 0, 0, 0, 1, 0, 0]}
+    for email, zone in zones.items():
+        got = reports[email]
+        assert [week for _, week, _ in got] == expected_weeks[email]
+        assert [data["new"] for _, _, data in got] == expected_new[email]
+        for built, week, data in got:
+            local = built.astimezone(ZoneInfo(zone))
+            assert data["week"] == week == iso_week(built, zone)
+            assert data["day"] == local.date().isoformat()
+            if week != expected_weeks[email][0]:  # on time: Monday 09:00 there
+                assert (local.weekday(), local.hour) == (0, 9), (email, local)
+                assert date.fromisoformat(data["day"]) == date.fromisocalendar(
+                    local.year, int(week[-2:]), 1
+                )
+        # "Since" is the previous report's day.
+        assert [d["previous_day"] for _, _, d in got[1:]] == [d["day"] for _, _, d in got[:-1]]
+    # Monday 09:00 in Sydney is Sunday, UTC: 22:00 in summer time, 23:00 after 4 April.
+    sydney = [built for built, _, _ in reports["syd@example.org"][1:]]
+    assert {(b.weekday(), b.hour) for b in sydney} == {(6, 22), (6, 23)}
+    assert reports["syd@example.org"][1][2]["day"] == "2027-03-08"
