@@ -31,12 +31,15 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
-from program.errors import NotFound, StateError
+from program.errors import NotFound, RapportError, StateError, UsageError
 from program.models import (
+    CANCELLED,
     FAILED,
     LATE,
     OUTBOX,
     OUTBOX_STATES,
+    PARTICIPANTS,
+    PARTNERSHIPS,
     PENDING,
     RETRY,
     SENDABLE,
@@ -326,43 +329,134 @@ def listing(session: Session, statuses: Iterable[str], limit: int = 1000) -> lis
 
 
 RETRYABLE_BY_HAND = (UNCERTAIN, FAILED, LATE, SUPPRESSED, RETRY)
+# Rows never retried, whoever they are for: a second copy could go out, or one is on its way.
+_NEVER_AGAIN = (SENT, SENDING)
+_ENDED = {"dissolved": "was dissolved", "ended": "has ended"}
+
+
+def _recipient_refusal(row: Any, suppressed: bool) -> RapportError | None:
+    """Why ``row`` must not go to its recipient now, or None.
+
+    A participant's mail stops while they are paused or once they withdrew, and mail about a
+    partnership stops when it is dissolved or ended (their waiting rows were cancelled then); a
+    suppressed address gets nothing.  Each is a person's decision, to undo first: exit 2.
+    """
+    where = f"outbox row {row.id}"
+    if row.participant_id is not None and row.person_status == "paused":
+        return UsageError(
+            f"{where}: {row.person_email} is paused, and a paused participant is sent nothing;"
+            " after `rapport participant resume` the next topic goes out, not the missed ones"
+        )
+    if row.participant_id is not None and row.person_status not in (None, "active"):
+        return UsageError(
+            f"{where}: {row.person_email} is {row.person_status} and is sent nothing any more"
+        )
+    if row.partnership_id is not None and row.pair_status not in (None, "active"):
+        when = f" on {row.pair_ended_at:%Y-%m-%d}" if row.pair_ended_at else ""
+        said = f" ({row.pair_reason})" if row.pair_reason else ""
+        state = _ENDED.get(row.pair_status, f"is {row.pair_status}")
+        return UsageError(
+            f"{where}: partnership {row.partnership_id} {state}{when}{said};"
+            " its mail is not sent any more"
+        )
+    if suppressed:
+        undo = (
+            f"lift it first with `rapport participant unsuppress {row.person_email}`"
+            if row.participant_id is not None and row.person_email == row.to_address
+            else "remove the suppression first"
+        )
+        return UsageError(
+            f"{where}: {row.to_address} is suppressed (it bounced, was refused or unsubscribed);"
+            f" if it works now, {undo}"
+        )
+    return None
+
+
+def _status_refusal(row: Any) -> RapportError | None:
+    if row.status in RETRYABLE_BY_HAND:
+        return None
+    said = f" ({row.last_error})" if row.status == CANCELLED and row.last_error else ""
+    return StateError(
+        f"outbox row {row.id} is {row.status}{said};"
+        f" only {', '.join(RETRYABLE_BY_HAND)} rows can be retried"
+    )
+
+
+def retry_rows(session: Session, row_ids: Sequence[int], now: datetime) -> list[str]:
+    """``rapport outbox retry ID...``: make rows sendable now; returns their previous statuses.
+
+    All or nothing: every row is checked before any changes.  Refused: an unknown id (exit 2); a
+    row ``sent`` or still ``sending`` (a second copy), or one neither failed nor held back
+    (``pending``, ``cancelled``: exit 1); a row for a participant who is paused or withdrawn,
+    about a partnership no longer active, or to a suppressed address (exit 2).  One refusal is
+    raised as it is; several as one error listing them all, exit 2 if any of them exits 2.
+    """
+    ids = list(dict.fromkeys(row_ids))
+    connection = session.connection()
+    p, ps = PARTICIPANTS, PARTNERSHIPS
+    query = (
+        select(
+            OUTBOX.c.id,
+            OUTBOX.c.status,
+            OUTBOX.c.to_address,
+            OUTBOX.c.last_error,
+            OUTBOX.c.participant_id,
+            OUTBOX.c.partnership_id,
+            p.c.email.label("person_email"),
+            p.c.status.label("person_status"),
+            ps.c.status.label("pair_status"),
+            ps.c.ended_at.label("pair_ended_at"),
+            ps.c.ended_reason.label("pair_reason"),
+        )
+        .outerjoin(p, p.c.id == OUTBOX.c.participant_id)
+        .outerjoin(ps, ps.c.id == OUTBOX.c.partnership_id)
+        .where(OUTBOX.c.id.in_(ids))
+    )
+    rows = {row.id: row for row in connection.execute(query)}
+    blocked = set(
+        connection.execute(
+            select(SUPPRESSIONS.c.email).where(
+                SUPPRESSIONS.c.email.in_({row.to_address for row in rows.values()})
+            )
+        ).scalars()
+    )
+    problems: list[RapportError] = []
+    for row_id in ids:
+        row = rows.get(row_id)
+        problem: RapportError | None
+        if row is None:
+            problem = NotFound(f"outbox row {row_id}: no such row")
+        elif row.status in _NEVER_AGAIN:
+            problem = _status_refusal(row)
+        else:
+            problem = _recipient_refusal(row, row.to_address in blocked) or _status_refusal(row)
+        if problem is not None:
+            problems.append(problem)
+    if len(problems) == 1 and len(ids) == 1:
+        raise problems[0]
+    if problems:
+        kind = UsageError if any(e.exit_code == 2 for e in problems) else StateError
+        raise kind("nothing retried:\n" + "\n".join(str(e) for e in problems))
+    for row_id in ids:
+        status = rows[row_id].status
+        changed = connection.execute(
+            update(OUTBOX)
+            .where(OUTBOX.c.id == row_id, OUTBOX.c.status == status)
+            .values(
+                status=PENDING, next_attempt_at=None, attempts=0, claimed_by=None, updated_at=now
+            )
+        )
+        if changed.rowcount != 1:
+            raise StateError(f"outbox row {row_id} changed while we looked at it; try again")
+    return [str(rows[row_id].status) for row_id in ids]
 
 
 def retry_by_hand(session: Session, row_id: int, now: datetime) -> str:
-    """``rapport outbox retry ID``: make a row sendable now; returns its previous status.
+    """``rapport outbox retry ID``: make one row sendable now; returns its previous status.
 
-    A row still ``sending`` or already ``sent`` is refused: that would risk a second copy.
+    See :func:`retry_rows` for what is refused and why.
     """
-    row = (
-        session.connection()
-        .execute(select(OUTBOX.c.status, OUTBOX.c.to_address).where(OUTBOX.c.id == row_id))
-        .first()
-    )
-    if row is None:
-        raise NotFound(f"outbox row {row_id}: no such row")
-    status, address = row
-    if status not in RETRYABLE_BY_HAND:
-        raise StateError(
-            f"outbox row {row_id} is {status};"
-            f" only {', '.join(RETRYABLE_BY_HAND)} rows can be retried"
-        )
-    if (
-        status == SUPPRESSED
-        and session.connection()
-        .execute(select(SUPPRESSIONS.c.id).where(SUPPRESSIONS.c.email == address))
-        .first()
-    ):
-        raise StateError(
-            f"outbox row {row_id}: {address} is suppressed; remove the suppression first"
-        )
-    changed = session.connection().execute(
-        update(OUTBOX)
-        .where(OUTBOX.c.id == row_id, OUTBOX.c.status == status)
-        .values(status=PENDING, next_attempt_at=None, attempts=0, claimed_by=None, updated_at=now)
-    )
-    if changed.rowcount != 1:
-        raise StateError(f"outbox row {row_id} changed while we looked at it; try again")
-    return str(status)
+    return retry_rows(session, [row_id], now)[0]
 
 
 __all__ = [
@@ -390,6 +484,7 @@ __all__ = [
     "recover",
     "release",
     "retry_by_hand",
+    "retry_rows",
     "sent_since",
     "suppress",
     "suppressed_addresses",

@@ -5,15 +5,22 @@ pause|resume|withdraw`` (rapport/actions.py parses and prints).  Each function t
 a keyword and leaves the transaction to its caller; it checks everything before it writes and
 raises (UsageError, NotFound, StateError), so a refused action leaves the database as it was.
 
-Mail already queued for someone who should no longer get it is not deleted but *cancelled*: a
-``pending`` or ``retry`` outbox row of a dissolved partnership, or of a paused or withdrawn
-participant, becomes ``cancelled`` with ``last_error`` saying why, so the outbox still shows what
-was planned and why it never went.  A row already ``sending`` is left alone: it may be on the wire.
+Mail queued for someone who should no longer get it is not deleted but *cancelled*: an outbox row
+of a dissolved partnership, or of a paused or withdrawn participant, that never reached anyone
+becomes ``cancelled`` with ``last_error`` saying why, so the outbox still shows what was planned
+and why it never went.  That is a row waiting to go (``pending``, ``retry``) or one held back for
+a person to retry (``late``, ``failed``, ``suppressed``: none of them was accepted by the server),
+whose old note is kept after the reason.  A row ``sending`` or ``uncertain`` is left alone (it
+may be on the wire, or may have arrived), and so is a ``sent`` one.
 
 A change of a participant's status, with its reason when one is given ("Maria Kowalska paused: on
 leave until May"), is kept as a note on their active partnership(s), where coordinators look
 (``partnership show``, the weekly report).  Resuming does not bring back the mail cancelled by a
-pause: the topics sent meanwhile were missed, and the planner sends the next one.  A withdrawal
+pause, nor send the topics that fell due during it: those are missed, and the planner sends the
+next one.  The planner never plans a paused participant's topics, so at resume the topics due by
+then that have no outbox row are recorded as ``cancelled`` rows ("skipped: due while paused"),
+under the keys the planner would use, so it never plans them later.  That is mailer/plan.py's
+work (program/ does not import mailer/): the caller passes it in as ``skip_missed``.  A withdrawal
 names whoever it leaves without a partner, as program/matching.py judges it; re-matching them is
 program/proposals.py's work.
 
@@ -25,11 +32,12 @@ email reports.  ``now`` is an aware datetime.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
 from program import matching
@@ -37,6 +45,7 @@ from program.csvinput import BIDI_CONTROLS, Invalid, check_email
 from program.errors import NotFound, StateError, UsageError
 from program.models import (
     CANCELLED,
+    HELD,
     SENDABLE,
     Alias,
     Membership,
@@ -98,13 +107,30 @@ def _members(session: Session, partnership_id: int) -> list[Participant]:
 
 
 def _cancel(session: Session, where: Any, reason: str, now: datetime) -> int:
-    """Cancel the waiting (pending, retry) outbox rows matching ``where``; returns how many."""
-    result = session.connection().execute(
+    """Cancel the outbox rows matching ``where`` that never reached anyone: those waiting
+    (pending, retry), which get ``reason`` as their note, and those held back for a person
+    (late, failed, suppressed), whose old note follows it.  Returns how many."""
+    connection = session.connection()
+    result = connection.execute(
         update(OutboxMessage)
         .where(where, col(OutboxMessage.status).in_(SENDABLE))
         .values(status=CANCELLED, last_error=reason[:1000], updated_at=now)
     )
-    return int(result.rowcount or 0)
+    count = int(result.rowcount or 0)
+    held = connection.execute(
+        select(OutboxMessage.id, OutboxMessage.status, OutboxMessage.last_error).where(
+            where, col(OutboxMessage.status).in_(HELD)
+        )
+    ).all()
+    for row_id, status, note in held:
+        said = f"{reason}; it was {status}" + (f": {note}" if note else "")
+        changed = connection.execute(
+            update(OutboxMessage)
+            .where(col(OutboxMessage.id) == row_id, col(OutboxMessage.status) == status)
+            .values(status=CANCELLED, last_error=said[:1000], updated_at=now)
+        )
+        count += int(changed.rowcount or 0)
+    return count
 
 
 def close_partnership(
@@ -167,6 +193,7 @@ class StatusChange:
     before: str
     after: str
     cancelled: int = 0
+    skipped: int = 0  # topics due while paused, recorded as cancelled at resume
     noted: list[int] = field(default_factory=list)  # partnerships the note went on
     alone: list[tuple[Participant, str]] = field(default_factory=list)  # (person, round name)
 
@@ -182,12 +209,43 @@ def _active_partnerships(session: Session, participant_id: int) -> list[tuple[in
     return [(cast(int, pid), round_) for pid, round_ in session.exec(query)]
 
 
+# (participant id, reason) -> how many topics due by now were recorded as skipped.
+SkipMissed = Callable[[int, str], int]
+
+
+def _paused_on(session: Session, person: Participant) -> datetime | None:
+    """When ``person`` was last paused: the note pausing left on their partnerships."""
+    said = f"{person.name} {_NOTE_VERBS['pause']}"
+    query = (
+        select(PartnershipNote.created_at)
+        .join(Membership, col(Membership.partnership_id) == col(PartnershipNote.partnership_id))
+        .where(
+            Membership.participant_id == person.id,
+            or_(
+                col(PartnershipNote.text) == said,
+                col(PartnershipNote.text).startswith(f"{said}: ", autoescape=True),
+            ),
+        )
+        .order_by(col(PartnershipNote.created_at).desc())
+        .limit(1)
+    )
+    return session.exec(query).first()
+
+
 def change_status(
-    email: str, verb: str, reason: str, *, session: Session, now: datetime
+    email: str,
+    verb: str,
+    reason: str,
+    *,
+    session: Session,
+    now: datetime,
+    skip_missed: SkipMissed | None = None,
 ) -> StatusChange:
     """Pause, resume or withdraw the participant with ``email`` (idempotent).
 
-    A withdrawal is final: a withdrawn participant is neither paused nor resumed.
+    A withdrawal is final: a withdrawn participant is neither paused nor resumed.  Resuming
+    calls ``skip_missed`` (mailer/plan.py's ``skip_topics``, which rapport/actions.py passes) to
+    record the topics that fell due during the pause, so they are never sent.
     """
     why = clean_text(reason, "--reason") if reason.strip() else ""
     person = _participant(session, email)
@@ -199,6 +257,7 @@ def change_status(
     change = StatusChange(person, before, after)
     if before == after:
         return change
+    paused_on = _paused_on(session, person) if verb == "resume" else None
     person.status, person.updated_at = after, now
     session.add(person)
     if verb != "resume":
@@ -219,6 +278,10 @@ def change_status(
                 if pid in mates:
                     change.alone.append((session.get_one(Participant, pid), round_.name))
     session.flush()
+    if verb == "resume" and skip_missed is not None:
+        since = f"paused on {paused_on:%Y-%m-%d}, " if paused_on else ""
+        why = f"skipped: due while paused ({since}resumed on {now:%Y-%m-%d})"
+        change.skipped = skip_missed(cast(int, person.id), why)
     return change
 
 

@@ -45,6 +45,8 @@ OUTBOX_STATES = (
     CANCELLED,
 )
 SENDABLE = (PENDING, RETRY)
+# Rows held back for a person to retry, never accepted by a server (unlike ``uncertain`` ones).
+HELD = (LATE, FAILED, SUPPRESSED)
 
 
 class Round(SQLModel, table=True):

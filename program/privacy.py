@@ -32,6 +32,7 @@ from program.models import (
     ACTIVITY,
     ALIASES,
     CANCELLED,
+    HELD,
     INBOUND,
     MEMBERSHIPS,
     NOTES,
@@ -96,7 +97,7 @@ def forget(email: str, *, session: Session, now: datetime) -> Forgotten:
     theirs = or_(OUTBOX.c.participant_id == pid, OUTBOX.c.to_address.in_(addresses), *mentions)
     result.cancelled = connection.execute(
         update(OUTBOX)
-        .where(theirs, OUTBOX.c.status.in_(SENDABLE))
+        .where(theirs, OUTBOX.c.status.in_((*SENDABLE, *HELD)))
         .values(
             status=CANCELLED, last_error="cancelled: a participant was forgotten", updated_at=now
         )

@@ -14,9 +14,11 @@ import sys
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from mailer.plan import skip_topics
 from monitor import judging
 from monitor.health import Health
 from program import matching
+from program.config import reply_secret
 from program.coordination import (
     Summary,
     add_note,
@@ -71,7 +73,22 @@ def participant_status(ctx: Context) -> int:
         return _forget(ctx)
     with session_scope(ctx.engine()) as session:
         reason = getattr(args, "reason", "")
-        change = change_status(args.email, verb, reason, session=session, now=ctx.now)
+
+        def skip_missed(participant_id: int, why: str) -> int:
+            # The reply-key secret is read only if there is a topic to record.
+            missed = skip_topics(
+                session,
+                participant_id,
+                why,
+                settings=ctx.settings,
+                secret=reply_secret,
+                now=ctx.now,
+            )
+            return len(missed)
+
+        change = change_status(
+            args.email, verb, reason, session=session, now=ctx.now, skip_missed=skip_missed
+        )
     person = change.person
     if change.before == change.after:
         _say(f"{person.email} is already {change.after}; nothing changed")
@@ -79,6 +96,11 @@ def participant_status(ctx: Context) -> int:
     _say(f"{person.email} is now {change.after} (was {change.before})")
     if verb != "resume":
         _say(f"cancelled {_plural(change.cancelled, 'waiting outbox message')}")
+    elif change.skipped:
+        _say(
+            f"skipped {_plural(change.skipped, 'topic')} that fell due during the pause"
+            " (`rapport outbox --status cancelled` lists them); the next one goes out as usual"
+        )
     if change.noted:
         where = ", ".join(str(p) for p in change.noted)
         _say(f"noted on partnership {where}")

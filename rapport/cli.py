@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     ob.add_argument("--status", choices=STATUSES)
     ob_sub = ob.add_subparsers(dest="outbox_command", parser_class=_Parser)
     retry = ob_sub.add_parser("retry", help="send a row again (uncertain, failed, late, ...)")
-    retry.add_argument("id", type=_positive)
+    retry.add_argument("id", type=_positive, nargs="+", help="one or more outbox row ids")
     now_option(retry)
     _name_the_choices(parser)
     return parser

@@ -306,10 +306,12 @@ def cmd_outbox(ctx: Context) -> int:
     args = ctx.args
     with session_scope(ctx.engine()) as session:
         if args.outbox_command == "retry":
-            before = outbox.retry_by_hand(session, args.id, ctx.now)
-            print(
-                f"outbox row {args.id}: was {before}, now pending; the next `rapport send` sends it"
-            )
+            ids = list(dict.fromkeys(args.id))
+            for row_id, before in zip(ids, outbox.retry_rows(session, ids, ctx.now), strict=True):
+                print(
+                    f"outbox row {row_id}: was {before}, now pending;"
+                    " the next `rapport send` sends it"
+                )
             return 0
         # A row left "sending" by a process that has died is uncertain: say so now, not at the
         # next send.

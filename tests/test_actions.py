@@ -290,6 +290,48 @@ def test_pause_and_resume(project: Project, run: Cli) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        (
+            ("participant", "pause", "ann@example.org"),
+            "cancelled: ann@example.org paused on 2027-03-10",
+        ),
+        (
+            ("participant", "withdraw", "ann@example.org"),
+            "cancelled: ann@example.org withdrew on 2027-03-10",
+        ),
+        (
+            ("partnership", "dissolve", "1", "--reason", "gone"),
+            "cancelled: partnership 1 was dissolved on 2027-03-10 (gone)",
+        ),
+    ],
+    ids=["pause", "withdraw", "dissolve"],
+)
+def test_rows_held_for_a_person_are_cancelled_too(
+    project: Project, run: Cli, args: tuple[str, ...], why: str
+) -> None:
+    """Late, failed and suppressed rows never reached anyone: cancelled, their note kept after
+    the reason; sent, sending and uncertain ones may have, and are left alone."""
+    states = ("sent", "sending", "uncertain", "late", "failed", "suppressed", "pending", "retry")
+    for n, status in enumerate(states, start=1):
+        queue(project, f"topic/2027-spring/{n}/1", "topic", 1, "ann@example.org", status)
+    project.execute("UPDATE outbox SET last_error = 'was ' || status WHERE status <> 'sent'")
+    result = run(*args, "--now", NOW)
+    assert result.code == 0, result.err
+    assert "cancelled 5 waiting outbox messages\n" in result.out
+    assert [(status, note) for _key, status, note in outbox(project)] == [
+        ("sent", None),
+        ("sending", "was sending"),
+        ("uncertain", "was uncertain"),
+        ("cancelled", f"{why}; it was late: was late"),
+        ("cancelled", f"{why}; it was failed: was failed"),
+        ("cancelled", f"{why}; it was suppressed: was suppressed"),
+        ("cancelled", why),
+        ("cancelled", why),
+    ]
+
+
 def test_withdraw_is_final_and_leaves_the_partner_alone(project: Project, run: Cli) -> None:
     """withdraw cancels mail, names the partner left alone; a withdrawal cannot be undone."""
     queue(project, "nudge/1/1", "nudge", 1, "bob@example.org", "retry")

@@ -41,6 +41,8 @@ def test_forget_erases_every_trace_and_keeps_the_tally(
     assert cli("--config", project.config, "nudge", "--now", NOW).code == 0  # snapshots, nudges
     activity = _count(project, "SELECT count(*) FROM activity")
     assert "ana@example.org" in project.dump() and "Souza" in project.dump()
+    # A topic of hers held back as late: cancelled too, so nobody can retry it.
+    project.execute("UPDATE outbox SET status = 'late' WHERE to_address = 'ana@example.org'")
 
     refused = cli("--config", project.config, "participant", "forget", "ana@example.org")
     assert refused.code == 2 and "--yes" in refused.err
@@ -54,6 +56,7 @@ def test_forget_erases_every_trace_and_keeps_the_tally(
         assert trace not in dump, trace
     assert _count(project, "SELECT count(*) FROM activity") == activity  # the tally stays
     assert _count(project, "SELECT count(*) FROM participant WHERE status = 'withdrawn'") == 1
+    assert _count(project, "SELECT count(*) FROM outbox WHERE status = 'late'") == 0
     assert _count(project, "SELECT count(*) FROM partnership_note WHERE text LIKE '%[forgotten]%'")
     # Their partner is told nothing more about them, and their partnership is at risk now.
     health = cli("--config", project.config, "health", "--json", "--now", NOW)
